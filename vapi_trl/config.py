@@ -1,0 +1,238 @@
+"""Training configuration of the VA-π trainer."""
+
+import math
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+@dataclass
+class VAPiConfig(GRPOConfig):
+    r"""
+    Configuration class for the [`VAPiTrainer`].
+
+    VA-π replaces GRPO's free-running rollouts with teacher-forced sampling: for each image, one forward of the policy
+    on a (noisy) ground-truth context gives logits at every image position, `num_generations` token sequences are drawn
+    from them in parallel, decoded by the frozen VQ decoder and rewarded by their pixel reconstruction error. Only the
+    parameters specific to VA-π are listed here; see [`~trl.GRPOConfig`] and [`~transformers.TrainingArguments`] for
+    the rest. `num_generations` (G), `epsilon`/`epsilon_high` (the PPO clip), `temperature`, `top_k`, `top_p` and
+    `num_iterations` keep their GRPO meaning.
+
+    Parameters:
+        > Parameters that control the teacher-forcing context
+
+        context_noise_prob (`float`, *optional*, defaults to `0.5`):
+            ξ, the probability that each context token is replaced by a uniformly random code before the
+            teacher-forced pass. Drawn once per image and shared by its G samples and by the CE prior. Recipes: 0.0
+            (LlamaGen C2I launcher), 0.5 (paper, LlamaGen T2I), 1.0 (Janus-Pro).
+        label_dropout (`float`, *optional*, defaults to `0.0`):
+            Probability of replacing an image's condition (class label or caption) by the null condition, drawn once
+            per image. The official trainer drops 10%% of labels; VA-π keeps the forwards deterministic by default.
+        cfg_scale (`float`, *optional*, defaults to `1.0`):
+            Classifier-free guidance scale of the training forwards; 1.0 disables guidance (recipe value).
+
+        > Parameters that control the reward
+
+        pixel_loss (`str`, *optional*, defaults to `"mse"`):
+            Pixel term of the reward: `"mse"` or `"l1"`, on the [-1, 1] scale, against the original image.
+        pixel_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the pixel term; the reward is `-(pixel_weight * pixel + lpips_weight * lpips)`.
+        lpips_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the LPIPS term; 0 disables LPIPS (no perceptual network is built).
+        lpips_net (`str`, *optional*, defaults to `"vgg"`):
+            LPIPS backbone: `"vgg"` (LlamaGen recipes) or `"alex"` (Janus-Pro recipe).
+        lpips_random_backbone (`bool`, *optional*, defaults to `False`):
+            Build LPIPS with a randomly initialised backbone instead of the ImageNet weights. Only for tests and
+            offline smoke runs: the perceptual term is then meaningless.
+        adv_clip (`float` or `None`, *optional*, defaults to `5.0`):
+            Clamp group-normalised advantages to ±`adv_clip`. With unbiased std, |A| ≤ (G−1)/√G, so the clamp only
+            binds for G ≥ 27. `None` disables it.
+        adv_std_eps (`float`, *optional*, defaults to `1e-8`):
+            Added to the group standard deviation; groups of identical rewards give zero advantages.
+
+        > Parameters that control the loss
+
+        ce_coef (`float`, *optional*, defaults to `0.1`):
+            β, the weight of the cross-entropy of the clean tokens x* given the noisy context (the prior regularizer).
+            Named `ce_coef` so it is not confused with GRPO's KL `beta`, which must stay 0.
+        kl_coef (`float`, *optional*, defaults to `0.0`):
+            Weight of a k3 KL penalty to a frozen copy of the initial policy. A reference model is only built when
+            this is positive (official value 0.01).
+
+        > Parameters that control compute and logging
+
+        decode_chunk_size (`int`, *optional*, defaults to `16`):
+            Number of token sequences decoded by the VQ decoder (and scored by LPIPS) at once.
+        num_images_to_log (`int`, *optional*, defaults to `4`):
+            Number of images whose (ground truth | VQ reconstruction | samples) row is logged to tensorboard, wandb
+            or trackio at each logging step; 0 disables image logging.
+
+    > [!NOTE]
+    > These parameters have defaults different from [`~trl.GRPOConfig`]:
+    > - `learning_rate`: no default; set it explicitly (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro).
+    > - `gradient_checkpointing`: defaults to `None` (off).
+    > - `logging_steps`: defaults to `1`.
+    """
+
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate for AdamW. Required: recipes use 1e-6 (LlamaGen) and 1e-7 (Janus-Pro)."},
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Recompute activations in the backward pass to save memory (None: off)."},
+    )
+    logging_steps: float = field(
+        default=1,
+        metadata={"help": "Log every X updates steps. A float in (0, 1) is a ratio of total training steps."},
+    )
+
+    # Parameters that control the teacher-forcing context
+    context_noise_prob: float = field(
+        default=0.5,
+        metadata={
+            "help": "ξ: probability of replacing each context token by a uniformly random code, drawn once per "
+            "image. Recipes: 0.0 (LlamaGen C2I), 0.5 (paper, LlamaGen T2I), 1.0 (Janus-Pro)."
+        },
+    )
+    label_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Probability of replacing an image's class label or caption by the null condition."},
+    )
+    cfg_scale: float = field(
+        default=1.0,
+        metadata={"help": "Classifier-free guidance scale of the training forwards; 1.0 disables guidance."},
+    )
+
+    # Parameters that control the reward
+    pixel_loss: str = field(
+        default="mse",
+        metadata={"help": "Pixel term of the reward, on the [-1, 1] scale.", "choices": ["mse", "l1"]},
+    )
+    pixel_weight: float = field(default=1.0, metadata={"help": "Weight of the pixel term of the reward."})
+    lpips_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the LPIPS term of the reward; 0 disables LPIPS."}
+    )
+    lpips_net: str = field(
+        default="vgg",
+        metadata={"help": "LPIPS backbone (vgg for LlamaGen, alex for Janus-Pro).", "choices": ["vgg", "alex"]},
+    )
+    lpips_random_backbone: bool = field(
+        default=False,
+        metadata={"help": "Build LPIPS with a random backbone (tests and offline smoke runs only)."},
+    )
+    adv_clip: float | None = field(
+        default=5.0,
+        metadata={"help": "Clamp advantages to ±adv_clip (binds only for G ≥ 27); None disables it."},
+    )
+    adv_std_eps: float = field(default=1e-8, metadata={"help": "Added to the group reward standard deviation."})
+
+    # Parameters that control the loss
+    ce_coef: float = field(
+        default=0.1,
+        metadata={"help": "β: weight of the clean-token cross-entropy prior; 0 disables it."},
+    )
+    kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a k3 KL penalty to a frozen reference policy; a reference is built only if > 0."},
+    )
+
+    # Parameters that control compute and logging
+    decode_chunk_size: int = field(
+        default=16, metadata={"help": "Token sequences decoded and scored by LPIPS at once."}
+    )
+    num_images_to_log: int = field(
+        default=4, metadata={"help": "Images per logging step sent to tensorboard/wandb/trackio; 0 disables."}
+    )
+
+    def __post_init__(self):
+        if self.learning_rate is None:
+            raise ValueError(
+                "VAPiConfig needs an explicit `learning_rate` (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro)."
+            )
+        self._check_group_geometry()
+        super().__post_init__()
+        self._check_finite()
+        if not 0.0 <= self.context_noise_prob <= 1.0:
+            raise ValueError(f"context_noise_prob (ξ) must be in [0, 1], got {self.context_noise_prob}.")
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1], got {self.label_dropout}.")
+        if self.pixel_loss not in ("mse", "l1"):
+            raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {self.pixel_loss!r}.")
+        if self.lpips_net not in ("vgg", "alex"):
+            raise ValueError(f"lpips_net must be 'vgg' or 'alex', got {self.lpips_net!r}.")
+        for name in ("pixel_weight", "lpips_weight", "ce_coef", "kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}.")
+        if self.pixel_weight == 0 and self.lpips_weight == 0:
+            raise ValueError("pixel_weight and lpips_weight are both 0: the pixel reward would be constant.")
+        if self.adv_clip is not None and self.adv_clip <= 0:
+            raise ValueError(f"adv_clip must be > 0 or None, got {self.adv_clip}.")
+        if self.adv_std_eps <= 0:
+            raise ValueError(f"adv_std_eps must be > 0, got {self.adv_std_eps}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_k must be ≥ 0 and top_p in (0, 1], got top_k={self.top_k}, top_p={self.top_p}.")
+        if self.decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be ≥ 1, got {self.decode_chunk_size}.")
+        self._reject_text_generation_options()
+
+    def _check_finite(self):
+        for name in (
+            "learning_rate", "context_noise_prob", "label_dropout", "cfg_scale", "pixel_weight", "lpips_weight",
+            "adv_std_eps", "ce_coef", "kl_coef", "temperature", "top_p", "epsilon",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}.")
+        if self.adv_clip is not None and not math.isfinite(self.adv_clip):
+            raise ValueError(f"adv_clip must be finite or None, got {self.adv_clip}; use None to disable the clamp.")
+
+    def _reject_text_generation_options(self):
+        # These GRPO options configure free-running text generation, which VA-π replaces by teacher-forced sampling.
+        if self.use_vllm or self.use_transformers_paged or self.use_transformers_continuous_batching:
+            raise ValueError(
+                "VA-π samples from one teacher-forced pass and never generates free-running rollouts: set "
+                "use_vllm=False, use_transformers_paged=False and use_transformers_continuous_batching=False."
+            )
+        if self.chat_template_kwargs:
+            raise ValueError(
+                "chat_template_kwargs does not apply to VA-π: prompts are formatted by the policy's processor. "
+                "Remove it."
+            )
+        if self.beta != 0.0:
+            raise ValueError(
+                f"beta={self.beta}: GRPO's KL `beta` is not used by VA-π. Use `ce_coef` for the cross-entropy prior "
+                "and `kl_coef` for a KL penalty to a frozen reference, and keep beta=0."
+            )
+        if self.min_p is not None or self.repetition_penalty != 1.0 or self.delta is not None:
+            raise ValueError(
+                "min_p, repetition_penalty and delta are not supported by VA-π's teacher-forced sampling; leave them "
+                "unset (temperature, top_k and top_p are supported and applied to old and new log-probs alike)."
+            )
+
+    def _check_group_geometry(self):
+        # VAPiTrainer returns one row per image (its G samples side by side), so a per-device batch must hold whole
+        # groups: a group never spans micro-batches or devices.
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
+                f"num_generations ({self.num_generations}) so that no group of G samples is split across micro-batches "
+                f"or processes; e.g. set per_device_train_batch_size={self.num_generations} (one image per step)."
+            )
+        num_generations_eval = self.num_generations_eval or self.num_generations
+        evaluates = self.do_eval or getattr(self.eval_strategy, "value", self.eval_strategy) != "no"
+        if evaluates and self.per_device_eval_batch_size % num_generations_eval:
+            raise ValueError(
+                f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of "
+                f"num_generations_eval ({num_generations_eval}); set it to {num_generations_eval} or a multiple."
+            )
+
+    @property
+    def images_per_device_batch(self) -> int:
+        """Number of source images (groups of G rows) in one per-device micro-batch."""
+        return self.per_device_train_batch_size // self.num_generations
+
+
+__all__ = ["VAPiConfig"]
