@@ -1,0 +1,25 @@
+# --- image tokenizer: AutoProcessor registration ---------------------------------------------------------------
+# `AutoProcessor.from_pretrained(dir)` resolves the `processor_class` name in `processor_config.json` against the
+# registered processors; unregistered, it silently falls back to the bare `CLIPImageProcessor` (style.md §4). The key
+# is the config of the model the processor wraps: `exist_ok=True` because registrations keyed by a native transformers
+# config are otherwise skipped silently ("janus_vqgan" has no processor of its own, so nothing is displaced).
+from transformers import AutoProcessor as _AutoProcessor
+from transformers import JanusVQVAEConfig as _JanusVQVAEConfig
+
+from .image_tokenizer import ImageTokenizerProcessor
+
+
+_AutoProcessor.register(_JanusVQVAEConfig, ImageTokenizerProcessor, exist_ok=True)
+# --- end image tokenizer ---------------------------------------------------------------------------------------
+
+# --- llamagen: AutoConfig / AutoModel registration -------------------------------------------------------------
+# `model_type` is prefixed ("vapi_llamagen") so it cannot clash with a native transformers type (style.md §3).
+from transformers import AutoConfig as _AutoConfig
+from transformers import AutoModel as _AutoModel
+
+from .llamagen import LlamaGenConfig, LlamaGenForClassToImage
+
+
+_AutoConfig.register(LlamaGenConfig.model_type, LlamaGenConfig, exist_ok=True)
+_AutoModel.register(LlamaGenConfig, LlamaGenForClassToImage, exist_ok=True)
+# --- end llamagen ----------------------------------------------------------------------------------------------

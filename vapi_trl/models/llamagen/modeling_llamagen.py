@@ -1,0 +1,388 @@
+"""
+LlamaGen class-to-image generator on transformers' `LlamaModel` with LlamaGen's 2D rotary embedding.
+
+Port of FoundationVision/LlamaGen `autoregressive/models/gpt.py`. Parameter names (official → here): `tok_embeddings` →
+`model.embed_tokens`, `layers.i.attention.wqkv` → `model.layers.i.self_attn.{q,k,v}_proj` (split by
+`[dim, kv_dim, kv_dim]`; q and k rows permuted by `permute_interleaved_to_half`), `attention.wo` → `self_attn.o_proj`,
+`feed_forward.w1/w3/w2` → `mlp.gate_proj/up_proj/down_proj`, `attention_norm` → `input_layernorm`, `ffn_norm` →
+`post_attention_layernorm`, `norm` → `model.norm`, `output` → `lm_head`, `cls_embedding.embedding_table` →
+`class_embed`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache, GenerationConfig, LlamaModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ...sampling import apply_cfg, sample_tokens
+from .configuration_llamagen import LlamaGenConfig
+
+
+def permute_interleaved_to_half(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """
+    Reorder the rows of an official LlamaGen q or k projection from interleaved RoPE pairs to HF's half-split layout.
+
+    Official LlamaGen rotates the pairs `(2j, 2j+1)` of each head; transformers' `apply_rotary_pos_emb` rotates
+    `(j, j + head_dim/2)` with the angle of entry `j` of `cos`/`sin`. Row `2j` must become row `j` and row `2j+1` row
+    `j + head_dim/2`: view `(n_heads, head_dim/2, 2, ...)` and swap axes 1 and 2. Values, outputs and attention scores
+    are unchanged because q and k get the same permutation.
+
+    Args:
+        weight (`torch.Tensor` of shape `(n_heads * head_dim, in_features)` or `(n_heads * head_dim,)`):
+            Query rows (`n_heads = num_attention_heads`) or key rows (`n_heads = num_key_value_heads`) of `wqkv`.
+        n_heads (`int`): number of heads stacked in `weight`.
+
+    Returns:
+        `torch.Tensor` of the same shape with the rows of every head reordered.
+    """
+    if weight.shape[0] % n_heads or (weight.shape[0] // n_heads) % 2:
+        raise ValueError(
+            f"`weight` has {weight.shape[0]} rows, which is not `n_heads` ({n_heads}) times an even head dimension."
+        )
+    head_dim = weight.shape[0] // n_heads
+    return weight.reshape(n_heads, head_dim // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def permute_half_to_interleaved(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Inverse of `permute_interleaved_to_half`, for exporting q/k rows back to the official layout (same shapes)."""
+    if weight.shape[0] % n_heads or (weight.shape[0] // n_heads) % 2:
+        raise ValueError(
+            f"`weight` has {weight.shape[0]} rows, which is not `n_heads` ({n_heads}) times an even head dimension."
+        )
+    head_dim = weight.shape[0] // n_heads
+    return weight.reshape(n_heads, 2, head_dim // 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+class LlamaGen2DRotaryEmbedding(nn.Module):
+    """
+    LlamaGen's 2D RoPE (`precompute_freqs_cis_2d`) in transformers' half-split `(cos, sin)` format.
+
+    Position `p >= cls_token_num` is image token `i = p - cls_token_num` at row `i // grid_size`, column
+    `i % grid_size`. Rotary pair `j < head_dim/4` turns by `row * f_j`, pair `head_dim/4 + j` by `col * f_j`, with
+    `f_j = base^(-4j / head_dim)`. The condition slots `p < cls_token_num` get `cos = sin = 0`, as the official zero
+    rows of the cache: their queries and keys vanish, so they act only through their values.
+
+    The table is recomputed from `position_ids` on each call (no buffers): exact in fp32, negligible next to attention,
+    and nothing to re-initialise after meta-device loading.
+    """
+
+    def __init__(self, head_dim: int, grid_size: int, cls_token_num: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if head_dim % 4:
+            raise ValueError(f"2D RoPE needs a head dimension divisible by 4, got {head_dim}.")
+        self.head_dim = head_dim
+        self.grid_size = grid_size
+        self.cls_token_num = cls_token_num
+        self.base = base
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            x (`torch.Tensor`): any tensor on the target device and dtype (the hidden states).
+            position_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`): sequence positions, condition slots
+                first.
+
+        Returns:
+            `(cos, sin)`, each `(batch_size, seq_len, head_dim)` in `x.dtype`, zero at condition slots.
+        """
+        half_dim = self.head_dim // 2
+        # Same ops as the official table, so the fp32 values match bit for bit.
+        exponents = torch.arange(0, half_dim, 2, device=x.device)[: half_dim // 2].float() / half_dim
+        freqs = 1.0 / (self.base**exponents)
+        image_pos = position_ids.to(x.device) - self.cls_token_num
+        is_image = (image_pos >= 0).unsqueeze(-1)
+        image_pos = image_pos.clamp(min=0)
+        rows = (image_pos // self.grid_size).float().unsqueeze(-1)
+        cols = (image_pos % self.grid_size).float().unsqueeze(-1)
+        angles = torch.cat((rows * freqs, cols * freqs), dim=-1)  # (batch, seq, head_dim / 2)
+        emb = torch.cat((angles, angles), dim=-1)
+        cos = torch.where(is_image, emb.cos(), 0.0)
+        sin = torch.where(is_image, emb.sin(), 0.0)
+        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, grid_size={self.grid_size}, cls_token_num={self.cls_token_num}"
+
+
+@dataclass
+class LlamaGenOutput(ModelOutput):
+    """
+    Output of `LlamaGenForClassToImage.forward`.
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch_size, num_positions, vocab_size)`):
+            fp32 scores over the codebook; index `t` predicts image token `t`. Guided when `cfg_scale != 1`.
+    """
+
+    logits: torch.FloatTensor | None = None
+
+
+class LlamaGenPreTrainedModel(PreTrainedModel):
+    """Base class: weight init, gradient checkpointing of `LlamaDecoderLayer` blocks, attention backends."""
+
+    config: LlamaGenConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, LlamaGenForClassToImage):
+            init.normal_(module.class_embed.weight, mean=0.0, std=self.config.initializer_range)
+
+
+class LlamaGenForClassToImage(LlamaGenPreTrainedModel):
+    """
+    LlamaGen C2I: a class token followed by the image ids, Llama decoder with 2D RoPE, logits over the codebook.
+
+    `forward` is the teacher-forced pass (one call for all N positions); `sample` is free-running KV-cache decoding.
+    Row `num_classes` of `class_embed` is the null class used for classifier-free guidance.
+
+    Note: official LlamaGen zero-initialises the output head for training from scratch; here it follows the generic
+    normal init, since the model is post-trained from checkpoints and a zero head makes random test models degenerate.
+    """
+
+    def __init__(self, config: LlamaGenConfig) -> None:
+        super().__init__(config)
+        if config.task != "c2i":
+            raise ValueError(f"`LlamaGenForClassToImage` needs `config.task='c2i'`, got {config.task!r}.")
+        backbone_config = config.to_llama_config()
+        backbone_config._attn_implementation = config._attn_implementation
+        self.model = LlamaModel(backbone_config)
+        self.model.rotary_emb = LlamaGen2DRotaryEmbedding(
+            head_dim=config.head_dim,
+            grid_size=config.grid_size,
+            cls_token_num=config.cls_token_num,
+            base=float(config.rope_theta),
+        )
+        self.class_embed = nn.Embedding(config.num_classes + 1, config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # TRL writes pad/eos ids into `model.generation_config`; transformers only creates one for `GenerationMixin`.
+        if getattr(self, "generation_config", None) is None:
+            self.generation_config = GenerationConfig()
+
+        self.post_init()
+
+    # Sizes and conditions
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of image-token ids K (`config.vocab_size`)."""
+        return self.config.vocab_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Number of image tokens N per image (`config.block_size`)."""
+        return self.config.block_size
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid, `sqrt(N)`."""
+        return self.config.grid_size
+
+    @property
+    def null_class_id(self) -> int:
+        """Class id of the null condition used for classifier-free guidance (`config.num_classes`)."""
+        return self.config.num_classes
+
+    def uncond(self, class_labels: torch.LongTensor) -> torch.LongTensor:
+        """Null-class labels shaped like `class_labels` (`(batch_size,)` → `(batch_size,)`, all `null_class_id`)."""
+        return torch.full_like(class_labels, self.null_class_id)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer should see: every parameter with `requires_grad` (the whole generator)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The image-id embedding `model.embed_tokens` (`vocab_size` rows)."""
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.embed_tokens = value
+
+    # Internals shared by the teacher-forced pass and KV-cache decoding
+
+    def _check_class_labels(self, class_labels: torch.Tensor) -> None:
+        if not isinstance(class_labels, torch.Tensor):
+            raise TypeError(
+                f"`class_labels` must be a LongTensor of shape (batch_size,), got {type(class_labels).__name__}."
+            )
+        if class_labels.dim() != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
+            raise ValueError(
+                f"`class_labels` must be an integer tensor of shape (batch_size,) with ids in "
+                f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
+            )
+
+    def _backbone(
+        self,
+        inputs_embeds: torch.Tensor,
+        start: int,
+        past_key_values: DynamicCache | None = None,
+    ) -> torch.Tensor:
+        position_ids = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
+        return self.model(
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+        ).last_hidden_state
+
+    def _guided_logits(self, hidden_states: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        logits = self.lm_head(hidden_states).float()
+        if cfg_scale != 1.0:
+            cond, uncond = logits.chunk(2, dim=0)
+            logits = apply_cfg(cond, uncond, cfg_scale)
+        return logits
+
+    def _prefill(
+        self, class_labels: torch.LongTensor, cfg_scale: float
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """Run the condition slots into a fresh cache; returns the logits of image token 0, `(batch_size, V)`."""
+        self._check_class_labels(class_labels)
+        if cfg_scale != 1.0:
+            class_labels = torch.cat((class_labels, self.uncond(class_labels)))
+        cache = DynamicCache(config=self.model.config)
+        hidden = self._backbone(self.class_embed(class_labels).unsqueeze(1), start=0, past_key_values=cache)
+        return self._guided_logits(hidden[:, -1], cfg_scale), cache
+
+    def _decode_step(
+        self, image_ids: torch.LongTensor, index: int, cache: DynamicCache, cfg_scale: float
+    ) -> torch.Tensor:
+        """Feed image token `index` (`(batch_size,)`); returns the logits of token `index + 1`, `(batch_size, V)`."""
+        if cfg_scale != 1.0:
+            image_ids = torch.cat((image_ids, image_ids))
+        embeds = self.model.embed_tokens(image_ids).unsqueeze(1)
+        hidden = self._backbone(embeds, start=self.config.cls_token_num + index, past_key_values=cache)
+        return self._guided_logits(hidden[:, -1], cfg_scale)
+
+    # Public passes
+
+    def forward(
+        self,
+        class_labels: torch.LongTensor,
+        context_ids: torch.LongTensor | None = None,
+        cfg_scale: float = 1.0,
+    ) -> LlamaGenOutput:
+        """
+        Teacher-forced pass over all image positions in one call.
+
+        Args:
+            class_labels (`torch.LongTensor` of shape `(batch_size,)`):
+                Classes in `[0, num_classes)`; `num_classes` is the null class.
+            context_ids (`torch.LongTensor` of shape `(batch_size, num_image_tokens - 1)`, *optional*):
+                Image ids in `[0, vocab_size)` fed as inputs (the first N−1 tokens, possibly corrupted). `None` or
+                length 0 runs the class slot alone.
+            cfg_scale (`float`, *optional*, defaults to `1.0`):
+                Classifier-free guidance scale. When `!= 1`, the null-class rows run in the same 2B batch and the
+                output is `u + cfg_scale * (c - u)`; gradients flow through both branches.
+
+        Returns:
+            `LlamaGenOutput` with `logits` of shape `(batch_size, num_image_tokens, vocab_size)` (or
+            `(batch_size, 1, vocab_size)` without context) in fp32: index `t` predicts image token `t` from the class
+            and `context_ids[:, :t]`.
+        """
+        self._check_class_labels(class_labels)
+        batch_size = class_labels.shape[0]
+        expected = self.num_image_tokens - 1
+        if context_ids is None:
+            context_ids = class_labels.new_zeros((batch_size, 0))
+        if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
+            got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
+            raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
+        if context_ids.dim() != 2 or context_ids.shape[0] != batch_size or context_ids.shape[1] not in (0, expected):
+            raise ValueError(
+                f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch_size}, {expected}) (or "
+                f"length 0 for the class slot alone), got {tuple(context_ids.shape)}."
+            )
+        if cfg_scale != 1.0:
+            class_labels = torch.cat((class_labels, self.uncond(class_labels)))
+            context_ids = torch.cat((context_ids, context_ids))
+        inputs_embeds = torch.cat(
+            (self.class_embed(class_labels).unsqueeze(1), self.model.embed_tokens(context_ids)), dim=1
+        )
+        hidden = self._backbone(inputs_embeds, start=0)
+        return LlamaGenOutput(logits=self._guided_logits(hidden[:, self.config.cls_token_num - 1 :], cfg_scale))
+
+    @torch.no_grad()
+    def stepwise_logits(
+        self, class_labels: torch.LongTensor, image_ids: torch.LongTensor, cfg_scale: float = 1.0
+    ) -> torch.Tensor:
+        """
+        KV-cache decoding fed with given ids, one token per step: the incremental counterpart of `forward`, for checks.
+
+        Args:
+            class_labels (`torch.LongTensor` of shape `(batch_size,)`): classes, as in `forward`.
+            image_ids (`torch.LongTensor` of shape `(batch_size, length)`): ids fed in order, `length <= N - 1`.
+            cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale, as in `forward`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, length + 1, vocab_size)`: step `t` predicts image token `t`.
+        """
+        batch_size, max_length = len(class_labels), self.num_image_tokens - 1
+        if image_ids.dim() != 2 or image_ids.shape[0] != batch_size or image_ids.shape[1] > max_length:
+            raise ValueError(
+                f"`image_ids` must have shape ({batch_size}, length <= {max_length}), got "
+                f"{tuple(image_ids.shape)}."
+            )
+        logits, cache = self._prefill(class_labels, cfg_scale)
+        steps = [logits]
+        for index in range(image_ids.shape[1]):
+            steps.append(self._decode_step(image_ids[:, index], index, cache, cfg_scale))
+        return torch.stack(steps, dim=1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        class_labels: torch.LongTensor,
+        cfg_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+    ) -> torch.LongTensor:
+        """
+        Free-running autoregressive sampling with a KV cache, as official `generate`: CFG, then temperature, top-k,
+        top-p.
+
+        Args:
+            class_labels (`torch.LongTensor` of shape `(batch_size,)`): classes in `[0, num_classes]`.
+            cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale; `!= 1` decodes cond and null-class
+                rows as one 2B batch that shares each drawn token.
+            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
+            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
+            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
+            generator (`torch.Generator`, *optional*): RNG on the model's device.
+            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
+        """
+
+        def draw(logits: torch.Tensor) -> torch.Tensor:
+            return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
+
+        logits, cache = self._prefill(class_labels, cfg_scale)
+        tokens = [draw(logits)]
+        for index in range(self.num_image_tokens - 1):
+            tokens.append(draw(self._decode_step(tokens[-1], index, cache, cfg_scale)))
+        return torch.stack(tokens, dim=1)
+
+
+__all__ = [
+    "LlamaGen2DRotaryEmbedding",
+    "LlamaGenForClassToImage",
+    "LlamaGenOutput",
+    "LlamaGenPreTrainedModel",
+    "permute_half_to_interleaved",
+    "permute_interleaved_to_half",
+]
