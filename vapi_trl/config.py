@@ -71,6 +71,7 @@ class VAPiConfig(GRPOConfig):
     > These parameters have defaults different from [`~trl.GRPOConfig`]:
     > - `learning_rate`: no default; set it explicitly (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro).
     > - `gradient_checkpointing`: defaults to `None` (off).
+    > - `lr_scheduler_type`: defaults to `"constant"` (the recipes use no schedule and no warmup).
     > - `logging_steps`: defaults to `1`.
     """
 
@@ -81,6 +82,10 @@ class VAPiConfig(GRPOConfig):
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={"help": "Recompute activations in the backward pass to save memory (None: off)."},
+    )
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata={"help": "Learning-rate schedule; the VA-π recipes use none (constant, no warmup)."},
     )
     logging_steps: float = field(
         default=1,

@@ -32,6 +32,11 @@ from .rewards import PixelReconstructionReward, build_lpips
 
 RewardFunc = Callable[..., list[float]]
 
+# Keys of a buffered VA-π step that are not policy condition inputs.
+_STEP_KEYS = frozenset(
+    ("context_ids", "target_ids", "completion_ids", "old_per_token_logps", "advantages", "ref_per_token_logps")
+)
+
 
 def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
     # GRPOTrainer needs a text tokenizer (it loads one from the model id when none is given, and writes its pad/eos ids
@@ -68,9 +73,11 @@ class VAPiTrainer(GRPOTrainer):
 
     Args:
         model ([`~transformers.PreTrainedModel`]):
-            The policy. Its forward takes the condition (`class_labels` `[B]`) and `context_ids` `[B, N−1]` and returns
-            `logits` `[B, N, K]` over the codebook, where index t predicts image token t. It exposes `codebook_size`,
-            `num_image_tokens` and `null_class_id`.
+            The policy. Its forward takes the condition kwargs and `context_ids` `[B, N−1]` (and `cfg_scale`) and
+            returns `logits` `[B, N, K]` over the codebook, where index t predicts image token t. It exposes
+            `codebook_size`, `num_image_tokens`, `condition_columns` (dataset columns holding the condition, e.g.
+            `("class_label",)`), `prepare_condition(rows, processing_class) -> dict[str, Tensor]` and
+            `drop_condition(condition, drop_mask) -> dict[str, Tensor]` (the null condition, for label dropout).
         args ([`VAPiConfig`]):
             Training configuration; `learning_rate` must be set.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
@@ -88,6 +95,9 @@ class VAPiTrainer(GRPOTrainer):
             As in [`~trl.GRPOTrainer`]. With PEFT, pass `LoraConfig(task_type=None, ...)`.
         lpips_model (`lpips.LPIPS`, *optional*):
             A ready LPIPS network; by default one is built from `args.lpips_net` when `args.lpips_weight > 0`.
+        processing_class (tokenizer or processor, *optional*):
+            The text tokenizer/processor of a prompt-conditioned policy, handed to `prepare_condition` and saved with
+            checkpoints. Class-conditional policies need none.
     """
 
     _tag_names = ["trl", "vapi", "image-generation"]
@@ -116,6 +126,7 @@ class VAPiTrainer(GRPOTrainer):
         optimizers: tuple = (None, None),
         peft_config=None,
         lpips_model=None,
+        processing_class=None,
     ):
         if not isinstance(args, VAPiConfig):
             raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
@@ -131,9 +142,10 @@ class VAPiTrainer(GRPOTrainer):
             )
         policy = model.get_base_model() if hasattr(model, "get_base_model") else model
         image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
-        _check_dataset_columns(train_dataset, "train_dataset")
+        condition_columns = tuple(getattr(policy, "condition_columns", ("class_label",)))
+        _check_dataset_columns(train_dataset, "train_dataset", condition_columns)
         if eval_dataset is not None:
-            _check_dataset_columns(eval_dataset, "eval_dataset")
+            _check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
 
         extra_rewards = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [
             reward_funcs
@@ -157,13 +169,15 @@ class VAPiTrainer(GRPOTrainer):
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            processing_class=_placeholder_tokenizer(),
+            processing_class=processing_class if processing_class is not None else _placeholder_tokenizer(),
             callbacks=callbacks,
             optimizers=optimizers,
             peft_config=peft_config,
         )
-        # Nothing text-side is saved with checkpoints; the image tokenizer is frozen and lives with the base model.
-        self.processing_class = None
+        # A text processor (prompt-conditioned policies) is saved with checkpoints; the placeholder is not. The image
+        # tokenizer is frozen and stays with the base model.
+        self._text_processor = processing_class
+        self.processing_class = processing_class
 
         device = self.accelerator.device
         # Frozen modules are trainer attributes: never prepared (no DDP/DeepSpeed/FSDP wrapping), never optimised,
@@ -199,21 +213,13 @@ class VAPiTrainer(GRPOTrainer):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def _condition(self, rows: list[dict[str, Any]], mode: str) -> dict[str, torch.Tensor]:
-        """Policy keyword arguments for the condition of each image: `class_labels` `[U]` int64."""
+        """Policy keyword arguments for the condition of each image (e.g. `class_labels` `[U]`), from the policy."""
         policy = self.policy
-        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
-        num_classes = policy.config.num_classes
-        bad = labels[(labels < 0) | (labels >= num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"class_label {bad[0].item()} is outside the policy's class range [0, {num_classes}); remap the "
-                "dataset's labels or use a policy trained on these classes."
-            )
-        labels = labels.to(self.accelerator.device)
+        condition = policy.prepare_condition(rows, processing_class=self._text_processor)
         if mode == "train" and self.args.label_dropout > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.args.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, policy.null_class_id), labels)
-        return {"class_labels": labels}
+            drop = torch.rand(len(rows), device=self.accelerator.device) < self.args.label_dropout
+            condition = policy.drop_condition(condition, drop)
+        return {key: value.to(self.accelerator.device) for key, value in condition.items()}
 
     def _targets(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Original images `[U, 3, H, W]` in [-1, 1] and their clean tokens x* `[U, N]`."""
@@ -352,7 +358,7 @@ class VAPiTrainer(GRPOTrainer):
         """One policy forward per image for all its G samples: clipped surrogate + ce_coef·CE (+ kl_coef·KL)."""
         args = self.args
         mode = "train" if self.model.training else "eval"
-        condition = {key: inputs[key] for key in ("class_labels",) if key in inputs}
+        condition = {key: value for key, value in inputs.items() if key not in _STEP_KEYS}
         logits = model(**condition, context_ids=inputs["context_ids"], cfg_scale=args.cfg_scale).logits
         log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
         new_logps = gather_sample_log_probs(log_probs, inputs["completion_ids"])
@@ -504,21 +510,22 @@ def _pixel_reconstruction(prompts, completions, **kwargs) -> list[float]:
 _pixel_reconstruction.__name__ = "pixel_reconstruction"
 
 
-def _check_dataset_columns(dataset, name: str) -> None:
+def _check_dataset_columns(dataset, name: str, condition_columns: tuple[str, ...]) -> None:
     if isinstance(dataset, dict):
         for key, value in dataset.items():
-            _check_dataset_columns(value, f"{name}[{key!r}]")
+            _check_dataset_columns(value, f"{name}[{key!r}]", condition_columns)
         return
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise TypeError(f"{name} must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
     columns = dataset.column_names
     if columns is None:  # an IterableDataset with unknown features is checked at the first batch
         return
-    missing = [column for column in ("image", "class_label") if column not in columns]
+    missing = [column for column in ("image", *condition_columns) if column not in columns]
     if missing:
         raise ValueError(
             f"{name} is missing the column(s) {missing} (it has {columns}). VA-π needs `image` (the training image) "
-            "and `class_label` (int); rename yours with `dataset.rename_column(old, new)`."
+            f"and the policy's condition column(s) {list(condition_columns)}; rename yours with "
+            "`dataset.rename_column(old, new)`."
         )
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise ValueError(f"{name} is empty.")

@@ -198,6 +198,28 @@ class LlamaGenForClassToImage(LlamaGenPreTrainedModel):
         """Null-class labels shaped like `class_labels` (`(batch_size,)` → `(batch_size,)`, all `null_class_id`)."""
         return torch.full_like(class_labels, self.null_class_id)
 
+    # The condition interface VAPiTrainer uses: dataset rows -> forward kwargs, and the null condition.
+    condition_columns: tuple[str, ...] = ("class_label",)
+
+    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
+        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
+
+        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
+        """
+        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
+        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
+                "remap the dataset's labels or use a policy trained on these classes."
+            )
+        return {"class_labels": labels.to(self.device)}
+
+    def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
+        labels = condition["class_labels"]
+        return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should see: every parameter with `requires_grad` (the whole generator)."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,42 @@
+"""`vapi-trl` command line: one subcommand per module in `vapi_trl.commands`.
+
+Each command module defines `make_parser(subparsers)` (adds its subparser, returns it) and `main(args)`. Modules are
+imported lazily so that `vapi-trl --help` stays fast and a command's heavy imports only load when it runs.
+"""
+
+import argparse
+import importlib
+import sys
+
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "env": ("vapi_trl.commands.env", "Print versions and devices, for bug reports."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vapi-trl", description="VA-π post-training of autoregressive image generators."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        importlib.import_module(module).make_parser(subparsers, name=name, help=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["COMMANDS", "build_parser", "main"]
