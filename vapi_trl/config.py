@@ -66,6 +66,10 @@ class VAPiConfig(GRPOConfig):
         num_images_to_log (`int`, *optional*, defaults to `4`):
             Number of images whose (ground truth | VQ reconstruction | samples) row is logged to tensorboard, wandb
             or trackio at each logging step; 0 disables image logging.
+        max_consecutive_bad_steps (`int`, *optional*, defaults to `10`):
+            An optimizer step whose gradients are not finite (from a non-finite reward, loss or logit) is skipped: no
+            parameter or optimizer-state update, counted as `skipped_steps` in the logs. Training stops with an error
+            after this many consecutive skipped steps.
 
     > [!NOTE]
     > These parameters have defaults different from [`~trl.GRPOConfig`]:
@@ -150,6 +154,11 @@ class VAPiConfig(GRPOConfig):
         default=4, metadata={"help": "Images per logging step sent to tensorboard/wandb/trackio; 0 disables."}
     )
 
+    max_consecutive_bad_steps: int = field(
+        default=10,
+        metadata={"help": "Stop with an error after this many consecutive skipped (non-finite) optimizer steps."},
+    )
+
     def __post_init__(self):
         if self.learning_rate is None:
             raise ValueError(
@@ -181,6 +190,8 @@ class VAPiConfig(GRPOConfig):
             raise ValueError(f"top_k must be ≥ 0 and top_p in (0, 1], got top_k={self.top_k}, top_p={self.top_p}.")
         if self.decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be ≥ 1, got {self.decode_chunk_size}.")
+        if self.max_consecutive_bad_steps < 1:
+            raise ValueError(f"max_consecutive_bad_steps must be ≥ 1, got {self.max_consecutive_bad_steps}.")
         self._reject_text_generation_options()
 
     def _check_finite(self):

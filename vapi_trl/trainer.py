@@ -1,6 +1,9 @@
 """VA-π trainer: TRL's GRPOTrainer with teacher-forced sampling and pixel-reconstruction rewards."""
 
 import copy
+import io
+import logging
+import math
 import os
 import textwrap
 from collections.abc import Callable
@@ -8,13 +11,16 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather
+import PIL.Image
 from datasets import Dataset, IterableDataset
+from datasets import Image as ImageFeature
 from tokenizers import Tokenizer, models
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast, TrainerCallback
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import get_config_model_id
 
+from .checkpoints import last_complete_checkpoint
 from .config import VAPiConfig
 from .objective import (
     ce_prior,
@@ -30,12 +36,17 @@ from .objective import (
 from .rewards import PixelReconstructionReward, build_lpips
 
 
+logger = logging.getLogger(__name__)
+
 RewardFunc = Callable[..., list[float]]
 
 # Keys of a buffered VA-π step that are not policy condition inputs.
 _STEP_KEYS = frozenset(
-    ("context_ids", "target_ids", "completion_ids", "old_per_token_logps", "advantages", "ref_per_token_logps")
-)
+    (
+        "context_ids", "target_ids", "completion_ids", "old_per_token_logps", "advantages", "ref_per_token_logps",
+        "valid",
+    )
+)  # fmt: skip
 
 
 def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
@@ -156,6 +167,11 @@ class VAPiTrainer(GRPOTrainer):
                 "give one weight for the pixel-reconstruction reward first, then one per extra reward function."
             )
 
+        # Images are decoded by the trainer, so that a corrupt file skips one image instead of killing the run.
+        train_dataset = _defer_image_decoding(train_dataset)
+        if eval_dataset is not None:
+            eval_dataset = _defer_image_decoding(eval_dataset)
+
         if getattr(model, "generation_config", None) is None:
             model.generation_config = GenerationConfig()  # GRPOTrainer writes pad/eos ids into it
         # The reference policy must be copied before PEFT wraps the model; with PEFT, disabling the adapter gives it.
@@ -201,6 +217,10 @@ class VAPiTrainer(GRPOTrainer):
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
         self._use_adapter_disabled_reference = args.kl_coef > 0 and reference is None
         self._image_log = None
+        self._skipped_steps = 0
+        self._consecutive_bad_steps = 0
+        self._skipped_images = 0
+        self.add_callback(_NonFiniteStepGuard(self))
 
     # ------------------------------------------------------------------------------------------------------------
     # Sampling, decoding and scoring
@@ -221,11 +241,28 @@ class VAPiTrainer(GRPOTrainer):
             condition = policy.drop_condition(condition, drop)
         return {key: value.to(self.accelerator.device) for key, value in condition.items()}
 
-    def _targets(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Original images `[U, 3, H, W]` in [-1, 1] and their clean tokens x* `[U, N]`."""
+    def _targets(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Original images `[U, 3, H, W]` in [-1, 1], their clean tokens x* `[U, N]`, and a `[U]` bool mask of the
+        images that decoded. An image file that cannot be decoded is logged and replaced by a blank stand-in whose
+        group gets zero advantages and no CE (counted as `skipped_images`)."""
         device = self.accelerator.device
+        size = self.image_tokenizer.image_size
+        images, valid = [], []
+        for row in rows:
+            image = _decode_image(row["image"])
+            valid.append(image is not None)
+            if image is None:
+                self._skipped_images += 1
+                logger.warning(
+                    "Skipping an image that cannot be decoded (%s); %d skipped so far.",
+                    _describe_image(row["image"]),
+                    self._skipped_images,
+                )
+                image = PIL.Image.new("RGB", (size, size))
+            images.append(image)
+        valid = torch.tensor(valid, dtype=torch.bool, device=device)
         with profiling_context(self, "preprocess"):
-            pixels = self.image_tokenizer.preprocess([row["image"] for row in rows]).to(device)
+            pixels = self.image_tokenizer.preprocess(images).to(device)
         if "gt_ids" in rows[0] and rows[0]["gt_ids"] is not None:
             target_ids = torch.as_tensor([list(row["gt_ids"]) for row in rows], dtype=torch.long, device=device)
             expected = (len(rows), self.policy.num_image_tokens)
@@ -237,7 +274,7 @@ class VAPiTrainer(GRPOTrainer):
         else:
             with profiling_context(self, "vq_encode"):
                 target_ids = self.image_tokenizer.encode(pixels)
-        return pixels, target_ids
+        return pixels, target_ids, valid
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Teacher-forced sampling, decoding, pixel rewards and group advantages for a local generation batch.
@@ -258,13 +295,19 @@ class VAPiTrainer(GRPOTrainer):
         device = self.accelerator.device
         args = self.args
 
-        target_pixels, target_ids = self._targets(rows)
+        target_pixels, target_ids, valid = self._targets(rows)
         condition = self._condition(rows, mode)
         context_ids = corrupt_context(target_ids, args.context_noise_prob, policy.codebook_size)
 
         with torch.no_grad(), self.accelerator.autocast(), profiling_context(self, "sampling_forward"):
             logits = self.model(**condition, context_ids=context_ids, cfg_scale=args.cfg_scale).logits
-            log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
+            if torch.isfinite(logits).all():
+                log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
+            else:
+                # Sampling needs a valid distribution: draw uniformly. The loss pass sees the same non-finite logits,
+                # so the gradients are non-finite and `_NonFiniteStepGuard` skips the optimizer step.
+                logger.warning("The policy produced non-finite logits; this step will be skipped.")
+                log_probs = torch.full_like(logits, -math.log(logits.shape[-1]))
             completion_ids, old_logps = sample_groups(log_probs, num_generations)
         ref_logps = None
         if args.kl_coef > 0:
@@ -277,6 +320,9 @@ class VAPiTrainer(GRPOTrainer):
             terms = self.pixel_reward(decoded, target_pixels)
         rewards = self._combine_rewards(terms.total, rows, inputs, decoded, completion_ids, condition)
         advantages = group_advantages(rewards, std_eps=args.adv_std_eps, clip=args.adv_clip)
+        advantages = torch.where(valid[:, None], advantages, torch.zeros_like(advantages))
+        if not torch.isfinite(rewards).all():
+            logger.warning("Non-finite rewards in this batch; the optimizer step will be skipped.")
 
         self._log_generation_metrics(mode, terms, rewards, advantages, logits, log_probs, target_ids)
         if mode == "train" and self._should_log_images():
@@ -289,6 +335,7 @@ class VAPiTrainer(GRPOTrainer):
             "completion_ids": completion_ids,
             "old_per_token_logps": old_logps,
             "advantages": advantages,
+            "valid": valid,
         }
         if ref_logps is not None:
             batch["ref_per_token_logps"] = ref_logps
@@ -365,7 +412,11 @@ class VAPiTrainer(GRPOTrainer):
         policy_loss, stats = clipped_surrogate(
             new_logps, inputs["old_per_token_logps"], inputs["advantages"], self.epsilon_low, self.epsilon_high
         )
-        ce = ce_prior(logits, inputs["target_ids"])
+        valid = inputs["valid"]
+        if valid.all():
+            ce = ce_prior(logits, inputs["target_ids"])
+        else:  # images that failed to decode have stand-in targets: keep them out of the prior
+            ce = ce_prior(logits[valid], inputs["target_ids"][valid]) if valid.any() else logits.sum() * 0.0
         loss = policy_loss + args.ce_coef * ce
         if args.kl_coef > 0:
             kl = k3_kl(new_logps, inputs["ref_per_token_logps"])
@@ -387,6 +438,15 @@ class VAPiTrainer(GRPOTrainer):
         accumulation = getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
         normalizer = accumulation if mode == "train" else 1.0
         return loss / normalizer
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`Trainer.train`; with `resume_from_checkpoint=True`, resume from the last checkpoint whose save completed
+        (a folder half-written by a process killed while saving is skipped)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in {self.args.output_dir} to resume from.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         raise NotImplementedError(
@@ -421,6 +481,9 @@ class VAPiTrainer(GRPOTrainer):
         self._image_log = grid.cpu()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs["skipped_steps"] = self._skipped_steps
+            logs["skipped_images"] = self._skipped_images
         super().log(logs, start_time)
         if self._image_log is None or not self.accelerator.is_main_process:
             return
@@ -508,6 +571,72 @@ def _pixel_reconstruction(prompts, completions, **kwargs) -> list[float]:
 
 
 _pixel_reconstruction.__name__ = "pixel_reconstruction"
+
+
+class _NonFiniteStepGuard(TrainerCallback):
+    """Skips optimizer steps whose gradients are not finite, so that weights and optimizer state never see NaN.
+
+    Runs between gradient clipping and `optimizer.step()`. Setting every gradient to None makes AdamW leave the
+    parameters and its moments untouched. The decision is made on all processes' flags, so ranks stay in step.
+    """
+
+    def __init__(self, trainer: "VAPiTrainer"):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
+        bad = gather(finite.logical_not().float().reshape(1).to(trainer.accelerator.device)).sum().item() > 0
+        if not bad:
+            trainer._consecutive_bad_steps = 0
+            return
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer._skipped_steps += 1
+        trainer._consecutive_bad_steps += 1
+        logger.warning(
+            "Skipped optimizer step %d: non-finite gradients (from a non-finite reward, loss or logit). %d "
+            "consecutive, %d in total.",
+            state.global_step + 1,
+            trainer._consecutive_bad_steps,
+            trainer._skipped_steps,
+        )
+        if trainer._consecutive_bad_steps >= args.max_consecutive_bad_steps:
+            raise RuntimeError(
+                f"{trainer._consecutive_bad_steps} consecutive optimizer steps had non-finite gradients "
+                f"(max_consecutive_bad_steps={args.max_consecutive_bad_steps}); the weights are those of step "
+                f"{state.global_step}. Check the data and rewards for NaN/inf, lower the learning rate, or train in "
+                "fp32; resume from the last checkpoint with resume_from_checkpoint=True."
+            )
+
+
+def _defer_image_decoding(dataset):
+    """Cast an `Image` column to `decode=False`, so that rows carry the encoded bytes/path and the trainer decodes."""
+    if isinstance(dataset, dict):
+        return {key: _defer_image_decoding(value) for key, value in dataset.items()}
+    features = getattr(dataset, "features", None)
+    if features is not None and isinstance(features.get("image"), ImageFeature) and features["image"].decode:
+        return dataset.cast_column("image", ImageFeature(decode=False))
+    return dataset
+
+
+def _decode_image(value):
+    """A decoded image, or None when an encoded image (bytes or path) cannot be decoded. Other values pass through."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        try:
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+            image = PIL.Image.open(source)
+            image.load()  # truncated files only fail here
+            return image
+        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
+            return None
+    return value
+
+
+def _describe_image(value) -> str:
+    if isinstance(value, dict):
+        return f"path={value.get('path')!r}" if value.get("path") else f"{len(value.get('bytes') or b'')} bytes"
+    return type(value).__name__
 
 
 def _check_dataset_columns(dataset, name: str, condition_columns: tuple[str, ...]) -> None:
