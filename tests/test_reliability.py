@@ -215,3 +215,18 @@ def test_saved_checkpoints_hold_only_safetensors_and_json(tmp_path, tiny_policy,
     assert "model.safetensors" in model_files and "config.json" in model_files
     # Trainer's own optimizer/scheduler/RNG states are torch files it reads back itself with weights_only loading.
     assert not [name for name in model_files if name.endswith((".bin", ".pkl")) and name != "training_args.bin"]
+
+
+def test_checkpoint_of_another_architecture_is_an_error(tmp_path, tiny_policy):
+    tiny_policy.save_pretrained(tmp_path / "policy")
+    deeper = tiny_llamagen_config()
+    deeper.num_hidden_layers = 3
+    with pytest.raises(ValueError, match=r"missing weights \['model\.layers\.2\."):
+        LlamaGenForClassToImage.from_pretrained(tmp_path / "policy", config=deeper)
+    wider = tiny_llamagen_config()
+    wider.hidden_size, wider.intermediate_size = 64, 128
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        LlamaGenForClassToImage.from_pretrained(tmp_path / "policy", config=wider)
+    # strict=False is the explicit escape hatch
+    model = LlamaGenForClassToImage.from_pretrained(tmp_path / "policy", config=deeper, strict=False)
+    assert model.config.num_hidden_layers == 3

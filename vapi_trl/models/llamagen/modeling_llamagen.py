@@ -134,6 +134,27 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict: missing or unexpected weights are an error, not a warning.
+
+        transformers only warns and re-initialises weights missing from the checkpoint, so a checkpoint of another
+        architecture (e.g. fewer layers) would load silently with random layers. Pass `strict=False` to allow it.
+        """
+        strict = kwargs.pop("strict", True)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
+                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
+                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
+                "describe the same architecture (convert official checkpoints with `vapi-trl convert-llamagen`), or "
+                "pass strict=False to load anyway."
+            )
+        return (model, info) if want_info else model
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LlamaGenForClassToImage):
