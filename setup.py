@@ -22,11 +22,14 @@ setup(
         "lpips>=0.1.4",
         "diffusers>=0.42",
         "safetensors>=0.4",
+        "scipy",
         "pillow",
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard"],
+        # IS and the default `vapi-trl fid` evaluator
+        "eval": ["torch-fidelity>=0.4,<0.5"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard", "torch-fidelity>=0.4,<0.5"],
     },
     entry_points={"console_scripts": ["vapi-trl = vapi_trl.cli:main"]},
     classifiers=[

@@ -12,6 +12,14 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("vapi_trl.commands.env", "Print versions and devices, for bug reports."),
+    "convert-llamagen": (
+        "vapi_trl.commands.convert_llamagen",
+        "Convert official LlamaGen C2I GPT and VQ-16 .pt checkpoints to HF folders.",
+    ),
+    "train-c2i": ("vapi_trl.commands.train_c2i", "VA-π post-training of a LlamaGen class-to-image policy."),
+    "tokenize": ("vapi_trl.commands.tokenize", "Pre-extract VQ tokens (gt_ids) of a class-to-image dataset."),
+    "sample": ("vapi_trl.commands.sample", "Class-to-image samples for FID: PNGs, ADM .npz and a run record."),
+    "fid": ("vapi_trl.commands.fid", "FID / IS / precision-recall of samples against a reference batch."),
 }
 
 

@@ -1,0 +1,106 @@
+"""`vapi-trl convert-llamagen`: official LlamaGen C2I GPT and VQ-16 `.pt` files -> HF folders."""
+
+import argparse
+
+
+def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=help + " Writes OUT/policy (LlamaGenForClassToImage: config.json + model.safetensors) and "
+        "OUT/image_tokenizer (ImageTokenizerProcessor with the VQ in vq_model/). Both loads are strict.",
+    )
+    parser.add_argument(
+        "--gpt-ckpt", "--gpt_ckpt", dest="gpt_ckpt", help="Official C2I GPT file, e.g. c2i_XXL_384.pt."
+    )
+    parser.add_argument("--vq-ckpt", "--vq_ckpt", dest="vq_ckpt", help="Official VQ-16 file, e.g. vq_ds16_c2i.pt.")
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="Output folder.")
+    parser.add_argument(
+        "--gpt-model", "--gpt_model", dest="gpt_model", help="Size preset: GPT-B, GPT-L, GPT-XL, GPT-XXL or GPT-3B."
+    )
+    parser.add_argument(
+        "--image-size",
+        "--image_size",
+        dest="image_size",
+        type=int,
+        default=384,
+        help="Image side the checkpoint was trained at (256 or 384); sets block_size and the VQ grid (default 384).",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "keep"],
+        default="float32",
+        help="dtype of the saved policy weights (default float32; 'keep' keeps the checkpoint's). The VQ stays fp32.",
+    )
+    parser.add_argument(
+        "--no-verify",
+        "--no_verify",
+        dest="verify",
+        action="store_false",
+        help="Skip reloading the written folders to compare every tensor.",
+    )
+    gpt = parser.add_argument_group("GPT architecture overrides (over --gpt-model)")
+    for flag, dest, kind, text in (
+        ("--dim", "hidden_size", int, "model width"),
+        ("--n-layer", "num_hidden_layers", int, "number of blocks"),
+        ("--n-head", "num_attention_heads", int, "query heads"),
+        ("--n-kv-head", "num_key_value_heads", int, "key/value heads (default: --n-head)"),
+        ("--intermediate-size", "intermediate_size", int, "SwiGLU width (default: derived as the official code)"),
+        ("--vocab-size", "vocab_size", int, "image codebook size (default 16384)"),
+        ("--num-classes", "num_classes", int, "number of classes (default 1000)"),
+        ("--cls-token-num", "cls_token_num", int, "condition slots (C2I: 1)"),
+        ("--block-size", "block_size", int, "image tokens (default (image_size / 16)^2)"),
+        ("--rope-base", "rope_theta", float, "RoPE base (default 10000)"),
+    ):
+        alias = "--" + flag[2:].replace("-", "_")
+        names = (flag,) if alias == flag else (flag, alias)
+        gpt.add_argument(*names, dest=dest, type=kind, help=text)
+    vq = parser.add_argument_group("VQ architecture overrides (defaults: VQ-16)")
+    vq.add_argument("--codebook-size", "--codebook_size", dest="codebook_size", type=int, help="codes (16384)")
+    vq.add_argument(
+        "--codebook-embed-dim", "--codebook_embed_dim", dest="codebook_embed_dim", type=int, help="code dimension (8)"
+    )
+    vq.add_argument(
+        "--ch-mult", "--ch_mult", dest="ch_mult", type=int, nargs="+", help="channel multipliers (1 1 2 2 4)"
+    )
+    vq.add_argument("--z-channels", "--z_channels", dest="z_channels", type=int, help="latent channels (256)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
+
+    gpt_fields = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        "num_classes",
+        "cls_token_num",
+        "block_size",
+        "rope_theta",
+    )
+    vq_fields = ("codebook_size", "codebook_embed_dim", "ch_mult", "z_channels")
+    gpt_overrides = {name: getattr(args, name) for name in gpt_fields if getattr(args, name) is not None}
+    vq_overrides = {name: getattr(args, name) for name in vq_fields if getattr(args, name) is not None}
+    if "vocab_size" in gpt_overrides and "codebook_size" not in vq_overrides:
+        vq_overrides["codebook_size"] = gpt_overrides["vocab_size"]
+    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+    written = convert_llamagen_checkpoints(
+        args.out,
+        gpt_ckpt=args.gpt_ckpt,
+        vq_ckpt=args.vq_ckpt,
+        gpt_model=args.gpt_model,
+        image_size=args.image_size,
+        gpt_overrides=gpt_overrides,
+        vq_overrides=vq_overrides,
+        dtype=dtype,
+        verify=args.verify,
+    )
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0

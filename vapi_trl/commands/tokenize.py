@@ -1,0 +1,77 @@
+"""`vapi-trl tokenize`: pre-extract the clean tokens x* of a class-to-image dataset into a `gt_ids` column, once."""
+
+import argparse
+
+
+def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=help + " Saves the dataset (image, class_label, gt_ids [N] int) with `save_to_disk`; pass the "
+        "folder to `train-c2i --dataset_name` and the trainer skips the per-step VQ encode.",
+    )
+    parser.add_argument(
+        "--image_tokenizer_path",
+        "--image-tokenizer-path",
+        dest="image_tokenizer_path",
+        required=True,
+        help="ImageTokenizerProcessor folder (OUT/image_tokenizer from convert-llamagen).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--train_dir", "--train-dir", dest="train_dir", help="ImageNet-style folder <train_dir>/<wnid>/*.JPEG."
+    )
+    source.add_argument(
+        "--dataset", "--dataset_name", dest="dataset_name", help="Hub id, local dataset folder or save_to_disk folder."
+    )
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="save_to_disk folder to write.")
+    parser.add_argument("--split", default="train", help="Split of --dataset (default train).")
+    parser.add_argument("--image_column", default="image", help="Image column of --dataset (default image).")
+    parser.add_argument("--label_column", default="label", help="Class column of --dataset (default label).")
+    parser.add_argument("--images_per_class", type=int, default=None, help="Keep this many random images per class.")
+    parser.add_argument("--subset_seed", type=int, default=0, help="Seed of the per-class selection (default 0).")
+    parser.add_argument("--batch_size", type=int, default=64, help="Images per VQ encode (default 64).")
+    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
+    parser.add_argument(
+        "--no_verify_images", dest="verify_images", action="store_false", help="Skip the decode check of every image."
+    )
+    return parser
+
+
+def add_gt_ids(dataset, image_tokenizer, batch_size: int = 64):
+    """`dataset` with a `gt_ids` column: the tokenizer's ids `[N]` (int) of each row's `image`."""
+    from datasets import Sequence, Value
+
+    def encode(batch):
+        return {"gt_ids": image_tokenizer(batch["image"])["input_ids"].cpu().tolist()}
+
+    features = dataset.features.copy()
+    features["gt_ids"] = Sequence(Value("int32"), length=image_tokenizer.num_image_tokens)
+    return dataset.map(encode, batched=True, batch_size=batch_size, features=features, desc="VQ encode")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from vapi_trl.commands.train_c2i import load_c2i_dataset
+    from vapi_trl.models import ImageTokenizerProcessor
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    image_tokenizer = ImageTokenizerProcessor.from_pretrained(args.image_tokenizer_path).to(device)
+    dataset = load_c2i_dataset(
+        train_dir=args.train_dir,
+        dataset_name=args.dataset_name,
+        split=args.split,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        images_per_class=args.images_per_class,
+        subset_seed=args.subset_seed,
+        verify_images=args.verify_images,
+    )
+    dataset = add_gt_ids(dataset, image_tokenizer, batch_size=args.batch_size)
+    dataset.save_to_disk(args.out)
+    print(f"{len(dataset)} rows with gt_ids [{image_tokenizer.num_image_tokens}] -> {args.out}")
+    return 0
+
+
+__all__ = ["add_gt_ids", "main", "make_parser"]

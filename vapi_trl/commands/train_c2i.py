@@ -1,0 +1,247 @@
+"""
+`vapi-trl train-c2i` (and `examples/train_llamagen_c2i.py`): VA-π post-training of a converted LlamaGen C2I policy.
+
+Defaults follow the official C2I launcher (algorithm.md §3): G = 8 samples per image, context noise ξ = 0.0 (the
+launcher omits `--use-token-noise`; the paper recommends 0.5, set `--context_noise_prob 0.5`), reward −(MSE +
+LPIPS-VGG), CE prior 0.1, clip 0.2, no CFG, AdamW betas (0.9, 0.999) with weight decay 1e-4 (transformers exempts
+biases and norm weights, as the official run), grad-norm clip 1.0, constant LR, 100 steps, bf16 autocast over fp32
+master weights. One micro-batch is one image × G rows (`per_device_train_batch_size 8`); the recipe's 128 images per
+step are 8 GPUs × GA 16. The learning rate has no default: the recipe uses **1e-6**.
+
+```bash
+vapi-trl convert-llamagen --gpt-ckpt c2i_XXL_384.pt --vq-ckpt vq_ds16_c2i.pt --gpt-model GPT-XXL --image-size 384 \
+    --out llamagen-xxl
+vapi-trl tokenize --image_tokenizer_path llamagen-xxl/image_tokenizer --train_dir imagenet/train \
+    --images_per_class 13 --out imagenet-13pc-tokens          # optional: pre-extract x* once
+accelerate launch --config_file fsdp.yaml examples/train_llamagen_c2i.py \
+    --model_name_or_path llamagen-xxl/policy --image_tokenizer_path llamagen-xxl/image_tokenizer \
+    --dataset_name imagenet-13pc-tokens --learning_rate 1e-6 --output_dir llamagen-xxl-va-pi
+```
+
+Data: `--train_dir` is an ImageNet-style folder (`<train_dir>/<wnid>/*.JPEG`), read with the `datasets` `imagefolder`
+builder; its labels are the sorted folder names, i.e. the standard ImageNet ids of torchvision's `ImageFolder`
+(n01440764 -> 0 ...). Or `--dataset_name`: a Hub id, a local dataset folder or a `save_to_disk` folder (as written by
+`vapi-trl tokenize`), with `--image_column` / `--label_column`. `--images_per_class K` keeps K random images per class
+(seeded by `--subset_seed`); the paper's run sees 12.8K images (13 per class covers it).
+
+The same code runs under `python`, `vapi-trl train-c2i` and `accelerate launch` (multi-GPU: launch this file or
+`-m vapi_trl.cli train-c2i`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from vapi_trl.config import VAPiConfig
+
+# C2I recipe (algorithm.md §3) over VAPiConfig's defaults; `learning_rate` stays required (1e-6 in the recipe).
+C2I_RECIPE_DEFAULTS = {
+    "num_generations": 8,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 16,
+    "max_steps": 100,
+    "context_noise_prob": 0.0,
+    "lpips_net": "vgg",
+    "pixel_loss": "mse",
+    "cfg_scale": 1.0,
+    "ce_coef": 0.1,
+    "epsilon": 0.2,
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "weight_decay": 1e-4,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.999,
+    "max_grad_norm": 1.0,
+    "bf16": True,
+    "ddp_find_unused_parameters": False,
+    "save_strategy": "no",
+    "output_dir": "llamagen-c2i-va-pi",
+}
+
+
+@dataclass
+class C2IScriptArguments(ScriptArguments):
+    """
+    Data and model options of `train_llamagen_c2i.py`, on top of TRL's `ScriptArguments` (`dataset_name`,
+    `dataset_config`, `dataset_train_split`, `dataset_streaming`).
+
+    Parameters:
+        image_tokenizer_path (`str`):
+            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUT/image_tokenizer`).
+        train_dir (`str`, *optional*):
+            ImageNet-style folder `<train_dir>/<wnid>/*.JPEG`; labels are the sorted folder names.
+        image_column (`str`, *optional*, defaults to `"image"`):
+            Image column of `--dataset_name`.
+        label_column (`str`, *optional*, defaults to `"label"`):
+            Class column of `--dataset_name` (`class_label` is also accepted as is).
+        images_per_class (`int`, *optional*):
+            Keep this many random images per class (all when unset).
+        subset_seed (`int`, *optional*, defaults to `0`):
+            Seed of the per-class selection.
+        verify_images (`bool`, *optional*, defaults to `True`):
+            Decode every selected image once and drop (with a log record) those that fail.
+    """
+
+    image_tokenizer_path: str | None = field(
+        default=None,
+        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUT/image_tokenizer from convert)."},
+    )
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": "ImageNet-style folder <train_dir>/<wnid>/*.JPEG (labels: sorted folder names)."},
+    )
+    image_column: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
+    label_column: str = field(default="label", metadata={"help": "Class column of --dataset_name."})
+    images_per_class: int | None = field(
+        default=None, metadata={"help": "Keep this many random images per class (paper: ~13 covers 12.8K images)."}
+    )
+    subset_seed: int = field(default=0, metadata={"help": "Seed of the per-class subset selection."})
+    verify_images: bool = field(
+        default=True, metadata={"help": "Decode every selected image once and drop those that fail."}
+    )
+
+
+def make_parser(subparsers=None, name: str = "train-c2i", help: str = "", prog: str | None = None):
+    """
+    The `TrlParser` of the script, with the C2I recipe defaults. With `subparsers` (the `vapi-trl` CLI), registers a
+    pass-through subcommand whose arguments are parsed by this `TrlParser` in `main`.
+    """
+    if subparsers is not None:
+        # The CLI root is a plain argparse parser; `prefix_chars` that never occur make every token a positional, so
+        # the TrlParser (with `--help` and `--config recipe.yaml`) sees the arguments untouched.
+        parser = subparsers.add_parser(name, help=help, add_help=False, prefix_chars="\x00")
+        parser.add_argument("train_args", nargs="*")
+        return parser
+    parser = TrlParser((C2IScriptArguments, VAPiConfig, ModelConfig), prog=prog)
+    parser.set_defaults(
+        lora_task_type=None,  # a plain PeftModel forwards the policy's own kwargs (no CAUSAL_LM generation wrapper)
+        **C2I_RECIPE_DEFAULTS,
+    )
+    return parser
+
+
+def select_per_class(dataset, images_per_class: int, seed: int = 0, column: str = "class_label"):
+    """The rows of `images_per_class` random images of each class (all of a smaller class), in dataset order."""
+    import numpy as np
+
+    labels = np.asarray(dataset[column])
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        keep.append(rng.permutation(indices)[:images_per_class])
+    return dataset.select(np.sort(np.concatenate(keep)).tolist())
+
+
+def load_c2i_dataset(
+    train_dir: str | None = None,
+    dataset_name: str | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    label_column: str = "label",
+    config_name: str | None = None,
+    images_per_class: int | None = None,
+    subset_seed: int = 0,
+    verify_images: bool = True,
+):
+    """
+    Class-to-image training rows (`image`, `class_label`, and `gt_ids` when present) from an ImageNet-style folder or a
+    `datasets` dataset, optionally `images_per_class` per class; undecodable images are dropped with a report.
+    """
+    from vapi_trl.data import drop_undecodable_images, load_image_dataset
+
+    if (train_dir is None) == (dataset_name is None):
+        raise ValueError("Give exactly one of --train_dir (ImageNet-style folder) and --dataset_name.")
+    if train_dir is not None:
+        # imagefolder labels are `ClassLabel(names=sorted(folder names))`: ImageNet wnids -> the standard ids.
+        source, kwargs = "imagefolder", {"data_dir": train_dir, "label_column": "label"}
+    else:
+        source, kwargs = dataset_name, {"label_column": label_column, "config_name": config_name}
+        if label_column != "class_label":
+            import os
+
+            from datasets import load_from_disk
+
+            # Datasets written by `vapi-trl tokenize` already use `class_label`.
+            if os.path.isfile(os.path.join(dataset_name, "dataset_info.json")):
+                if "class_label" in load_from_disk(dataset_name).column_names:
+                    kwargs["label_column"] = "class_label"
+    dataset = load_image_dataset(
+        source, split=split, image_column=image_column, caption_column=None, verify_images=False, **kwargs
+    )
+    if images_per_class is not None:
+        dataset = select_per_class(dataset, images_per_class, seed=subset_seed)
+    if verify_images:
+        dataset, _ = drop_undecodable_images(dataset, "class_label", train_dir or dataset_name)
+    return dataset
+
+
+def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
+    """Load the policy, tokenizer and data, train, save the policy and the model card; returns the trainer."""
+    import torch
+    from trl import get_peft_config
+
+    from vapi_trl import VAPiTrainer
+    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
+    if script_args.image_tokenizer_path is None:
+        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
+    image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
+    # fp32 master weights by default (bf16 weights cannot hold lr-1e-6 updates); autocast comes from --bf16.
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    model = LlamaGenForClassToImage.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+    )
+    dataset = load_c2i_dataset(
+        train_dir=script_args.train_dir,
+        dataset_name=script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        image_column=script_args.image_column,
+        label_column=script_args.label_column,
+        config_name=script_args.dataset_config,
+        images_per_class=script_args.images_per_class,
+        subset_seed=script_args.subset_seed,
+        verify_images=script_args.verify_images,
+    )
+    trainer = VAPiTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        image_tokenizer=image_tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    dataset_name = script_args.dataset_name or script_args.train_dir
+    trainer.create_model_card(dataset_name=dataset_name)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=dataset_name)
+    return trainer
+
+
+def main(args: argparse.Namespace | list[str] | None = None) -> int:
+    """
+    Entry point of the subcommand and of the example script: `args` is the CLI namespace, an argument list, or
+    `None` for `sys.argv[1:]`.
+    """
+    if isinstance(args, argparse.Namespace):
+        argv = list(args.train_args)
+    else:
+        argv = sys.argv[1:] if args is None else list(args)
+    parser = make_parser(prog="vapi-trl train-c2i")
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    train(script_args, training_args, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["C2IScriptArguments", "C2I_RECIPE_DEFAULTS", "load_c2i_dataset", "main", "make_parser", "select_per_class"]

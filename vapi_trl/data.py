@@ -1,0 +1,284 @@
+"""
+Image datasets for VA-π: load a `datasets` dataset (Hub id, local script/data directory or `save_to_disk` folder), map
+its image and condition columns onto the trainer's names (`image`, and `prompt` or `class_label`), optionally take a
+subset, and drop the images that fail to decode, reporting each of them (count, row index, file) rather than failing
+mid-training or dropping them silently.
+
+Decoding check: the image column is cast to `Image(decode=False)`, every image is fully decoded once with PIL (so
+truncated files are caught, not only bad headers), failures are collected, logged and filtered out, and the column is
+cast back to `Image()` so rows reach the trainer as PIL images. Streaming datasets are checked lazily: each failure is
+logged when it is met, with a running count.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import PIL.Image
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset, load_from_disk
+from datasets import Image as ImageFeature
+
+
+logger = logging.getLogger(__name__)
+
+# Error messages listed in one log record at most; the count is always complete.
+_MAX_REPORTED_ERRORS = 20
+_ERROR_COLUMN = "__vapi_decode_error__"
+
+
+@dataclass
+class DecodeReport:
+    """Images dropped because they could not be decoded (or had an empty caption): `(row index, file, error)`."""
+
+    num_rows: int = 0
+    failures: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+    @property
+    def num_failed(self) -> int:
+        return len(self.failures)
+
+    def summary(self, name: str) -> str:
+        lines = [f"{self.num_failed} of {self.num_rows} rows of {name} were dropped:"]
+        for index, path, error in self.failures[:_MAX_REPORTED_ERRORS]:
+            lines.append(f"  row {index}" + (f" ({path})" if path else "") + f": {error}")
+        if self.num_failed > _MAX_REPORTED_ERRORS:
+            lines.append(f"  ... and {self.num_failed - _MAX_REPORTED_ERRORS} more")
+        return "\n".join(lines)
+
+
+def check_image(value: Any) -> str | None:
+    """
+    Fully decode one raw image value (`{"bytes": ..., "path": ...}` as stored by `Image(decode=False)`, a path, raw
+    bytes or a PIL image). Returns `None` if it decodes, else a one-line error message.
+    """
+    try:
+        if isinstance(value, PIL.Image.Image):
+            value.load()
+            return None
+        if isinstance(value, dict):
+            data, path = value.get("bytes"), value.get("path")
+        elif isinstance(value, (bytes, bytearray)):
+            data, path = bytes(value), None
+        elif isinstance(value, str):
+            data, path = None, value
+        elif value is None:
+            return "no image"
+        else:
+            return f"unsupported image value of type {type(value).__name__}"
+        if data is None and not path:
+            return "no image"
+        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
+            image.load()  # decodes every pixel: `verify()` alone misses truncated files
+            if image.width == 0 or image.height == 0:
+                return f"empty image {image.size}"
+        return None
+    except Exception as error:  # noqa: BLE001 - any decoder failure is reported, whatever PIL raises
+        return f"{type(error).__name__}: {error}"
+
+
+def _row_error(image: Any, condition: Any, condition_column: str) -> str | None:
+    error = check_image(image)
+    if error is None and condition_column == "prompt" and (not isinstance(condition, str) or not condition.strip()):
+        error = f"empty or missing caption ({condition!r})"
+    if error is None and condition is None:
+        error = f"missing {condition_column}"
+    return error
+
+
+def _image_path(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("path")
+    return value if isinstance(value, str) else None
+
+
+def drop_undecodable_images(
+    dataset: Dataset, condition_column: str = "prompt", name: str = "dataset", num_proc: int | None = None
+) -> tuple[Dataset, DecodeReport]:
+    """
+    Drop the rows of a map-style dataset whose `image` does not decode (or whose caption is empty), and log them.
+
+    Args:
+        dataset (`Dataset`): with an `image` column (any `Image` feature, paths or bytes) and `condition_column`.
+        condition_column (`str`): `"prompt"` (captions must be non-empty strings) or `"class_label"`.
+        name (`str`): how the dataset is named in the log.
+        num_proc (`int`, *optional*): processes for the decoding pass.
+
+    Returns:
+        The filtered dataset (image column decoded to PIL on access) and a `DecodeReport`.
+    """
+    raw = dataset.cast_column("image", ImageFeature(decode=False))
+
+    def find_errors(batch: dict[str, list]) -> dict[str, list]:
+        return {
+            _ERROR_COLUMN: [
+                _row_error(image, condition, condition_column)
+                for image, condition in zip(batch["image"], batch[condition_column])
+            ]
+        }
+
+    checked = raw.map(find_errors, batched=True, batch_size=64, num_proc=num_proc, desc=f"Decoding images of {name}")
+    errors = checked[_ERROR_COLUMN]
+    report = DecodeReport(num_rows=len(errors))
+    bad = [index for index, error in enumerate(errors) if error is not None]
+    if bad:
+        paths = raw.select(bad).cast_column("image", ImageFeature(decode=False))["image"]
+        report.failures = [(index, _image_path(value), errors[index]) for index, value in zip(bad, paths)]
+        logger.warning(report.summary(name))
+        keep = sorted(set(range(len(errors))) - set(bad))
+        dataset = raw.select(keep)
+    else:
+        dataset = raw
+    return dataset.cast_column("image", ImageFeature()), report
+
+
+def _filter_streaming(dataset: IterableDataset, condition_column: str, name: str) -> IterableDataset:
+    """Lazy counterpart of `drop_undecodable_images` for streaming datasets: logs each failure when it is met."""
+    state = {"seen": 0, "failed": 0}
+
+    def keep(row: dict[str, Any], index: int) -> bool:
+        state["seen"] += 1
+        error = _row_error(row["image"], row[condition_column], condition_column)
+        if error is None:
+            return True
+        state["failed"] += 1
+        path = _image_path(row["image"])
+        logger.warning(
+            f"Dropped row {index} of {name}" + (f" ({path})" if path else "") + f": {error} "
+            f"({state['failed']} dropped of {state['seen']} rows read so far)."
+        )
+        return False
+
+    def decode(row: dict[str, Any]) -> dict[str, Any]:
+        value = row["image"]
+        if isinstance(value, PIL.Image.Image):
+            return {"image": value}
+        data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (None, value)
+        image = PIL.Image.open(io.BytesIO(data) if data is not None else path)
+        image.load()
+        return {"image": image}
+
+    # Casting the filtered stream back to `Image()` would decode before the filter runs (the features of an
+    # `IterableDataset` apply to the whole chain), so the kept rows are decoded by a map instead.
+    return dataset.cast_column("image", ImageFeature(decode=False)).filter(keep, with_indices=True).map(decode)
+
+
+def _select_split(dataset: Any, split: str, source: str) -> Dataset | IterableDataset:
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        if split not in dataset:
+            raise ValueError(f"'{source}' has no split {split!r}; available: {sorted(dataset)}.")
+        return dataset[split]
+    return dataset
+
+
+def _is_saved_to_disk(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "dataset_info.json")) or os.path.isfile(
+        os.path.join(path, "dataset_dict.json")
+    )
+
+
+def load_image_dataset(
+    name_or_path: str,
+    split: str = "train",
+    image_column: str = "image",
+    caption_column: str | None = "prompt",
+    label_column: str | None = None,
+    config_name: str | None = None,
+    data_dir: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
+    num_samples: int | None = None,
+    shuffle_seed: int | None = None,
+    verify_images: bool = True,
+    keep_columns: tuple[str, ...] = ("gt_ids",),
+    num_proc: int | None = None,
+) -> Dataset | IterableDataset:
+    """
+    Load an image dataset for `VAPiTrainer`, with columns `image` and `prompt` (text-to-image) or `class_label`.
+
+    Args:
+        name_or_path (`str`): Hub dataset id, a local directory readable by `load_dataset` (e.g. an image folder with
+            `metadata.jsonl`, or parquet files), or a folder written by `Dataset.save_to_disk`.
+        split (`str`, *optional*, defaults to `"train"`): split to load (ignored for a single saved `Dataset`).
+        image_column (`str`, *optional*, defaults to `"image"`): column holding the images; renamed to `image`.
+        caption_column (`str`, *optional*, defaults to `"prompt"`): caption column, renamed to `prompt`; `None` for a
+            class-conditional dataset.
+        label_column (`str`, *optional*): class column, renamed to `class_label` (class-conditional datasets).
+        config_name, data_dir, revision: passed to `load_dataset`.
+        streaming (`bool`, *optional*, defaults to `False`): return an `IterableDataset` (Hub or local files; a
+            `save_to_disk` folder is converted with `to_iterable_dataset`).
+        num_samples (`int`, *optional*): keep the first `num_samples` rows (after shuffling, if `shuffle_seed` is set),
+            counted before undecodable rows are dropped.
+        shuffle_seed (`int`, *optional*): shuffle before taking the subset (buffered shuffle when streaming).
+        verify_images (`bool`, *optional*, defaults to `True`): decode every image once and drop, with a log record,
+            those that fail (and rows with empty captions). Map-style datasets are checked eagerly, streaming ones
+            lazily.
+        keep_columns (`tuple[str, ...]`, *optional*): extra columns kept when present (e.g. pre-extracted `gt_ids`);
+            all other columns are removed.
+        num_proc (`int`, *optional*): processes for the eager decoding check.
+
+    Returns:
+        `Dataset` or `IterableDataset` with columns `image` (decoded to PIL on access), `prompt` or `class_label`, and
+        the present `keep_columns`.
+    """
+    if (caption_column is None) == (label_column is None):
+        raise ValueError("Give exactly one of `caption_column` (text-to-image) and `label_column` (class-to-image).")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be ≥ 1 or None, got {num_samples}.")
+    if os.path.isdir(name_or_path) and _is_saved_to_disk(name_or_path):
+        dataset = _select_split(load_from_disk(name_or_path), split, name_or_path)
+        if streaming:
+            dataset = dataset.to_iterable_dataset()
+    else:
+        dataset = load_dataset(
+            name_or_path, config_name, data_dir=data_dir, split=split, revision=revision, streaming=streaming
+        )
+        dataset = _select_split(dataset, split, name_or_path)
+
+    source_column, target_column = (
+        (caption_column, "prompt") if caption_column is not None else (label_column, "class_label")
+    )
+    columns = dataset.column_names
+    if verify_images and columns is not None and image_column in columns:
+        # Raw bytes/paths from the start: any later step of a streaming pipeline would otherwise decode them already.
+        dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
+    if columns is not None:
+        missing = [column for column in (image_column, source_column) if column not in columns]
+        if missing:
+            raise ValueError(
+                f"'{name_or_path}' has no column(s) {missing} (columns: {columns}); set `image_column` and "
+                f"`{'caption_column' if caption_column is not None else 'label_column'}` to the right names."
+            )
+        renames = {old: new for old, new in ((image_column, "image"), (source_column, target_column)) if old != new}
+        clashes = [new for new in renames.values() if new in columns and new not in renames]
+        if clashes:
+            dataset = dataset.remove_columns(clashes)
+        if renames:
+            dataset = dataset.rename_columns(renames)
+        kept = {"image", target_column, *keep_columns}
+        extra = [column for column in dataset.column_names if column not in kept]
+        if extra:
+            dataset = dataset.remove_columns(extra)
+
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(seed=shuffle_seed)
+    if num_samples is not None:
+        if isinstance(dataset, IterableDataset):
+            dataset = dataset.take(num_samples)
+        else:
+            dataset = dataset.select(range(min(num_samples, len(dataset))))
+
+    if verify_images:
+        if isinstance(dataset, IterableDataset):
+            dataset = _filter_streaming(dataset, target_column, name_or_path)
+        else:
+            dataset, report = drop_undecodable_images(dataset, target_column, name_or_path, num_proc=num_proc)
+            if report.num_failed == report.num_rows:
+                raise ValueError(f"No image of '{name_or_path}' could be decoded:\n{report.summary(name_or_path)}")
+    return dataset
+
+
+__all__ = ["DecodeReport", "check_image", "drop_undecodable_images", "load_image_dataset"]

@@ -1,0 +1,469 @@
+"""
+Convert official LlamaGen checkpoints (FoundationVision/LlamaGen) to HF folders.
+
+- Class-to-image GPT (`c2i_{B,L,XL,XXL,3B}_{256,384}.pt`, VA-π outputs) -> `LlamaGenForClassToImage` (`config.json` +
+  safetensors). The fused `wqkv` is split by `[dim, kv_dim, kv_dim]` and the q/k rows go from LlamaGen's interleaved
+  RoPE pairs to transformers' half-split layout (`permute_interleaved_to_half`); the other keys are renamed.
+- VQ-16 tokenizer (`vq_ds16_c2i.pt`, `vq_ds16_t2i.pt`) -> transformers `JanusVQVAE` inside an `ImageTokenizerProcessor`
+  folder. Renames: `conv_blocks` -> `down` (encoder) / `up` (decoder), `res` -> `block`, `mid.0/1/2` ->
+  `mid.block_1/attn_1/block_2`; `quantize.codebook_used` (a usage counter) is dropped. This table was checked against
+  the official key list (`shared/reference/official-checkpoint-keys.tsv`) and `JanusVQVAE(...).state_dict()`: the
+  renamed names and shapes match one to one (343 tensors), including the decoder, whose `up.0` is the first (lowest
+  resolution, attention) block in both trees, so no index reversal is needed.
+
+Both loads are strict: missing, unexpected and mis-shaped keys raise a `ValueError` that lists them. Files are read
+with `torch.load(weights_only=True)`; only `argparse.Namespace` (the `"args"` entry of DDP training checkpoints) is
+allowed beyond tensors and containers.
+
+Usage (see `vapi-trl convert-llamagen --help`):
+
+```python
+from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
+
+convert_llamagen_checkpoints("out", gpt_ckpt="c2i_XXL_384.pt", vq_ckpt="vq_ds16_c2i.pt", gpt_model="GPT-XXL",
+                             image_size=384)
+# -> out/policy (LlamaGenForClassToImage), out/image_tokenizer (ImageTokenizerProcessor)
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import JanusVQVAE, JanusVQVAEConfig
+
+from .configuration_llamagen import LlamaGenConfig
+from .modeling_llamagen import LlamaGenForClassToImage, permute_interleaved_to_half
+
+POLICY_SUBFOLDER = "policy"
+IMAGE_TOKENIZER_SUBFOLDER = "image_tokenizer"
+
+# Entries of a training checkpoint that may hold the state dict, in the order they are tried.
+_STATE_DICT_KEYS = ("model", "module", "state_dict", "ema")
+
+# Official GPT keys that are not parameters of the port. `freqs_cis` is a plain attribute in `gpt.py`, absent from the
+# released files; it is dropped if a modified training script saved it as a buffer (the port recomputes the table).
+_GPT_DROPPED_KEYS = ("freqs_cis",)
+# Official VQ keys that are not weights: a codebook usage counter.
+_VQ_DROPPED_KEYS = ("quantize.codebook_used",)
+
+# Conditioning keys that only the text-to-image GPT has (caption MLP and the learned null caption).
+_T2I_KEY_PREFIXES = ("cls_embedding.cap_proj.", "cls_embedding.uncond_embedding")
+
+_GPT_RENAMES: list[tuple[str, str]] = [
+    (r"^tok_embeddings\.", "model.embed_tokens."),
+    (r"^cls_embedding\.embedding_table\.", "class_embed."),
+    (r"^layers\.(\d+)\.attention\.wo\.", r"model.layers.\1.self_attn.o_proj."),
+    (r"^layers\.(\d+)\.feed_forward\.w1\.", r"model.layers.\1.mlp.gate_proj."),
+    (r"^layers\.(\d+)\.feed_forward\.w3\.", r"model.layers.\1.mlp.up_proj."),
+    (r"^layers\.(\d+)\.feed_forward\.w2\.", r"model.layers.\1.mlp.down_proj."),
+    (r"^layers\.(\d+)\.attention_norm\.", r"model.layers.\1.input_layernorm."),
+    (r"^layers\.(\d+)\.ffn_norm\.", r"model.layers.\1.post_attention_layernorm."),
+    (r"^norm\.", "model.norm."),
+    (r"^output\.", "lm_head."),
+]
+_WQKV = re.compile(r"^layers\.(\d+)\.attention\.wqkv\.weight$")
+
+_VQ_RENAMES: list[tuple[str, str]] = [
+    (r"^encoder\.conv_blocks\.", "encoder.down."),
+    (r"^decoder\.conv_blocks\.", "decoder.up."),
+    (r"\.res\.(\d+)\.", r".block.\1."),
+    (r"\.mid\.0\.", ".mid.block_1."),
+    (r"\.mid\.1\.", ".mid.attn_1."),
+    (r"\.mid\.2\.", ".mid.block_2."),
+]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reading official files
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """
+    Read an official LlamaGen `.pt` file and return its flat state dict (name -> tensor, on CPU).
+
+    Accepts a raw state dict (FSDP files: `c2i_XXL_384.pt`, `c2i_3B_384.pt`, VA-π outputs) or a training checkpoint
+    whose `"model"`, `"module"`, `"state_dict"` or `"ema"` entry holds it (DDP files: `c2i_B_256.pt` ... and the VQ
+    files). A `module.` prefix (DDP wrapping) and an `_orig_mod.` prefix (`torch.compile`) are stripped.
+
+    Raises:
+        `FileNotFoundError` if `path` is not a file; `ValueError` if the file cannot be read with
+        `weights_only=True` or holds no state dict.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
+    try:
+        # DDP checkpoints pickle the training `argparse.Namespace` under "args"; allow that class and nothing else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path!r} is not a PyTorch checkpoint that can be read safely (torch.load(weights_only=True) failed: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}). Pass the official LlamaGen "
+            "`.pt` file (e.g. c2i_XXL_384.pt or vq_ds16_c2i.pt); files that pickle custom classes are not supported."
+        ) from error
+    state_dict = None
+    if _is_state_dict(obj):
+        state_dict = obj
+    elif isinstance(obj, Mapping):
+        for key in _STATE_DICT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                state_dict = obj[key]
+                break
+    if state_dict is None:
+        found = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError(
+            f"{path!r} holds no state dict: expected a dict of tensors or a dict with one under "
+            f"{list(_STATE_DICT_KEYS)}, found {found}."
+        )
+    result = {}
+    for name, tensor in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        result[name] = tensor
+    return result
+
+
+def _can_mmap(path: str) -> bool:
+    # mmap avoids a second copy of multi-GB files but only works on the zip serialization (torch >= 1.6 default).
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Key conversion
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _rename(name: str, table: Sequence[tuple[str, str]]) -> str:
+    for pattern, replacement in table:
+        name = re.sub(pattern, replacement, name)
+    return name
+
+
+def is_text_to_image_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether an official GPT state dict is the text-to-image variant (caption MLP conditioning)."""
+    return any(name.startswith(_T2I_KEY_PREFIXES) for name in state_dict)
+
+
+def convert_llamagen_gpt_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig
+) -> dict[str, torch.Tensor]:
+    """
+    Official C2I GPT state dict -> `LlamaGenForClassToImage` state dict.
+
+    `layers.i.attention.wqkv.weight` `(dim + 2 * kv_dim, dim)` is split into `q_proj`, `k_proj`, `v_proj`; q rows are
+    permuted with `num_attention_heads`, k rows with `num_key_value_heads` (interleaved -> half-split RoPE pairs).
+    Unknown keys are passed through unchanged so that the strict load reports them.
+
+    Raises:
+        `ValueError` for a text-to-image checkpoint, or when a `wqkv` does not have the rows `config` implies.
+    """
+    if is_text_to_image_checkpoint(state_dict):
+        raise ValueError(
+            "This is a LlamaGen text-to-image checkpoint (it has `cls_embedding.cap_proj` / "
+            "`cls_embedding.uncond_embedding`, the caption conditioning); the C2I converter only handles "
+            "class-to-image files (c2i_*.pt). Convert t2i_*.pt with the text-to-image converter."
+        )
+    head_dim = config.head_dim
+    q_rows = config.num_attention_heads * head_dim
+    kv_rows = config.num_key_value_heads * head_dim
+    converted: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        if name in _GPT_DROPPED_KEYS:
+            continue
+        match = _WQKV.match(name)
+        if match is None:
+            converted[_rename(name, _GPT_RENAMES)] = tensor
+            continue
+        if tensor.shape[0] != q_rows + 2 * kv_rows:
+            raise ValueError(
+                f"{name} has {tensor.shape[0]} rows but the config implies dim + 2 * kv_dim = {q_rows} + 2 * {kv_rows}"
+                f" (hidden_size={config.hidden_size}, num_attention_heads={config.num_attention_heads}, "
+                f"num_key_value_heads={config.num_key_value_heads}). Pick the preset (--gpt-model) or --dim/--n-head/"
+                "--n-kv-head of this checkpoint."
+            )
+        query, key, value = tensor.split([q_rows, kv_rows, kv_rows], dim=0)
+        prefix = f"model.layers.{match.group(1)}.self_attn."
+        converted[prefix + "q_proj.weight"] = permute_interleaved_to_half(query, config.num_attention_heads)
+        converted[prefix + "k_proj.weight"] = permute_interleaved_to_half(key, config.num_key_value_heads)
+        converted[prefix + "v_proj.weight"] = value
+    return converted
+
+
+def convert_llamagen_vq_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official VQ-16 state dict -> `JanusVQVAE` state dict (renames above; drops `quantize.codebook_used`)."""
+    return {_rename(name, _VQ_RENAMES): tensor for name, tensor in state_dict.items() if name not in _VQ_DROPPED_KEYS}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def llamagen_vq_config(
+    image_size: int = 384,
+    codebook_size: int = 16384,
+    codebook_embed_dim: int = 8,
+    ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
+    z_channels: int = 256,
+    base_channels: int = 128,
+    num_res_blocks: int = 2,
+) -> JanusVQVAEConfig:
+    """
+    `JanusVQVAEConfig` of the official VQ-16 tokenizer (`VQ_16` in `tokenizer/tokenizer_image/vq_model.py`) for
+    `image_size`² images: `num_patches = image_size // 2^(len(ch_mult) - 1)` tokens per side (24 at 384, 16 at 256).
+    """
+    downsample = 2 ** (len(ch_mult) - 1)
+    if image_size % downsample:
+        raise ValueError(
+            f"image_size={image_size} is not a multiple of the VQ downsampling factor {downsample} "
+            f"(2^(len(ch_mult) - 1) with ch_mult={list(ch_mult)})."
+        )
+    return JanusVQVAEConfig(
+        embed_dim=codebook_embed_dim,
+        num_embeddings=codebook_size,
+        latent_channels=z_channels,
+        base_channels=base_channels,
+        channel_multiplier=list(ch_mult),
+        num_res_blocks=num_res_blocks,
+        num_patches=image_size // downsample,
+    )
+
+
+def llamagen_gpt_config(
+    gpt_model: str | None = None,
+    image_size: int = 384,
+    downsample_size: int = 16,
+    **overrides: Any,
+) -> LlamaGenConfig:
+    """
+    `LlamaGenConfig` of an official C2I GPT: the preset `gpt_model` (`"GPT-B"` ... `"GPT-3B"`) with
+    `block_size = (image_size // downsample_size)²`, updated by `overrides` (config field names, `None` values
+    ignored). Without a preset, `hidden_size`, `num_hidden_layers` and `num_attention_heads` must be given.
+    """
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if image_size % downsample_size:
+        raise ValueError(f"image_size={image_size} is not a multiple of the VQ downsampling {downsample_size}.")
+    overrides.setdefault("block_size", (image_size // downsample_size) ** 2)
+    overrides.setdefault("task", "c2i")
+    if gpt_model is not None:
+        return LlamaGenConfig.from_preset(gpt_model, **overrides)
+    required = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    missing = [name for name in required if name not in overrides]
+    if missing:
+        raise ValueError(
+            f"Without a size preset (--gpt-model GPT-XXL, ...), give the architecture explicitly; missing {missing} "
+            "(--dim, --n-layer, --n-head)."
+        )
+    return LlamaGenConfig(**overrides)
+
+
+def _describe_gpt_shapes(state_dict: Mapping[str, torch.Tensor]) -> str:
+    layers = {int(m.group(1)) for name in state_dict if (m := re.match(r"^layers\.(\d+)\.", name))}
+    embedding = state_dict.get("tok_embeddings.weight")
+    classes = state_dict.get("cls_embedding.embedding_table.weight")
+    parts = [f"{len(layers)} layers"]
+    if embedding is not None:
+        parts.append(f"dim {embedding.shape[1]}, vocab {embedding.shape[0]}")
+    if classes is not None:
+        parts.append(f"{classes.shape[0] - 1} classes (+1 null)")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Strict loading
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _format_keys(keys: Sequence[str], limit: int = 20) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, hint: str = ""
+) -> None:
+    """
+    `model.load_state_dict(state_dict, strict=True, assign=True)` with one `ValueError` listing every missing,
+    unexpected and mis-shaped key (named after `what`, followed by `hint`) instead of PyTorch's first failure.
+    """
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    mismatched = [
+        f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(expected[name].shape)}"
+        for name in expected
+        if name in state_dict and tuple(state_dict[name].shape) != tuple(expected[name].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"The {what} checkpoint does not match the model architecture."]
+        if missing:
+            lines.append(f"Missing keys ({len(missing)}): {_format_keys(missing)}")
+        if unexpected:
+            lines.append(f"Unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+        if mismatched:
+            lines.append(f"Shape mismatches ({len(mismatched)}): {_format_keys(mismatched, limit=8)}")
+        if hint:
+            lines.append(hint)
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if on_meta:
+        raise ValueError(f"The {what} model still has uninitialised tensors after loading: {_format_keys(on_meta)}.")
+
+
+def _cast(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    if dtype is None:
+        return dict(state_dict)
+    return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state_dict.items()}
+
+
+def build_llamagen_c2i(
+    state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig, dtype: torch.dtype | None = torch.float32
+) -> LlamaGenForClassToImage:
+    """
+    Official C2I GPT state dict -> `LlamaGenForClassToImage` (eval mode), loaded strictly without a random init.
+
+    Args:
+        state_dict: the official keys (`load_official_checkpoint`).
+        config: the architecture (`llamagen_gpt_config`).
+        dtype: cast floating weights to this dtype; `None` keeps the checkpoint's.
+    """
+    converted = _cast(convert_llamagen_gpt_state_dict(state_dict, config), dtype)
+    if dtype is not None:
+        config.dtype = dtype
+    with torch.device("meta"):
+        model = LlamaGenForClassToImage(config)
+    hint = (
+        f"The checkpoint has {_describe_gpt_shapes(state_dict)}; the config has {config.num_hidden_layers} layers, "
+        f"dim {config.hidden_size}, vocab {config.vocab_size}, {config.num_classes} classes. Pick the matching "
+        "--gpt-model preset or set --dim/--n-layer/--n-head/--vocab-size/--num-classes."
+    )
+    load_state_dict_strict(model, converted, "LlamaGen GPT", hint)
+    return model.eval()
+
+
+def build_llamagen_vq(state_dict: Mapping[str, torch.Tensor], config: JanusVQVAEConfig) -> JanusVQVAE:
+    """Official VQ-16 state dict -> fp32 `JanusVQVAE` (eval mode), loaded strictly without a random init."""
+    converted = _cast(convert_llamagen_vq_state_dict(state_dict), torch.float32)
+    with torch.device("meta"):
+        model = JanusVQVAE(config)
+    hint = (
+        f"The VQ config has codebook {config.num_embeddings}x{config.embed_dim}, ch_mult "
+        f"{list(config.channel_multiplier)}, z_channels {config.latent_channels}; set --codebook-size, "
+        "--codebook-embed-dim, --ch-mult, --z-channels to the tokenizer's values."
+    )
+    load_state_dict_strict(model, converted, "LlamaGen VQ", hint)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# End to end
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def convert_llamagen_checkpoints(
+    output_dir: str | os.PathLike,
+    gpt_ckpt: str | os.PathLike | None = None,
+    vq_ckpt: str | os.PathLike | None = None,
+    gpt_model: str | None = None,
+    image_size: int = 384,
+    gpt_overrides: Mapping[str, Any] | None = None,
+    vq_overrides: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = torch.float32,
+    verify: bool = True,
+) -> dict[str, str]:
+    """
+    Convert an official GPT and/or VQ checkpoint and save them under `output_dir`:
+
+    - `output_dir/policy/`: `LlamaGenForClassToImage.save_pretrained` (`config.json` + `model.safetensors`);
+    - `output_dir/image_tokenizer/`: `ImageTokenizerProcessor.save_pretrained` (`processor_config.json` +
+      `vq_model/`), for `image_size`² images.
+
+    Args:
+        gpt_overrides: `LlamaGenConfig` fields over the preset (`hidden_size`, `num_hidden_layers`, ...).
+        vq_overrides: `llamagen_vq_config` arguments (`codebook_size`, `codebook_embed_dim`, `ch_mult`, `z_channels`).
+        dtype: dtype of the saved policy weights (`None` keeps the checkpoint's); the VQ is always fp32.
+        verify: reload what was written and compare every tensor.
+
+    Returns:
+        `{"policy": path, "image_tokenizer": path}` for what was written.
+    """
+    from ..image_tokenizer import ImageTokenizerProcessor
+
+    if gpt_ckpt is None and vq_ckpt is None:
+        raise ValueError(
+            "Nothing to convert: give a GPT checkpoint (--gpt-ckpt), a VQ checkpoint (--vq-ckpt) or both."
+        )
+    output_dir = os.fspath(output_dir)
+    written: dict[str, str] = {}
+    vq_config = llamagen_vq_config(image_size=image_size, **dict(vq_overrides or {}))
+    if gpt_ckpt is not None:
+        downsample = 2 ** (len(vq_config.channel_multiplier) - 1)
+        config = llamagen_gpt_config(
+            gpt_model, image_size=image_size, downsample_size=downsample, **dict(gpt_overrides or {})
+        )
+        if vq_ckpt is not None and config.vocab_size != vq_config.num_embeddings:
+            raise ValueError(
+                f"The GPT vocabulary ({config.vocab_size}) differs from the VQ codebook ({vq_config.num_embeddings});"
+                " set --vocab-size and --codebook-size to the same value."
+            )
+        model = build_llamagen_c2i(load_official_checkpoint(gpt_ckpt), config, dtype=dtype)
+        model.config.name_or_path = os.path.basename(os.fspath(gpt_ckpt))
+        path = os.path.join(output_dir, POLICY_SUBFOLDER)
+        model.save_pretrained(path)
+        if verify:
+            reloaded = LlamaGenForClassToImage.from_pretrained(path, dtype=dtype or "auto")
+            _check_same(model.state_dict(), reloaded.state_dict(), path)
+            del reloaded
+        del model
+        written["policy"] = path
+    if vq_ckpt is not None:
+        vq_model = build_llamagen_vq(load_official_checkpoint(vq_ckpt), vq_config)
+        processor = ImageTokenizerProcessor.from_vq_model(vq_model, image_size=image_size)
+        path = os.path.join(output_dir, IMAGE_TOKENIZER_SUBFOLDER)
+        processor.save_pretrained(path)
+        if verify:
+            reloaded = ImageTokenizerProcessor.from_pretrained(path)
+            _check_same(processor.vq_model.state_dict(), reloaded.vq_model.state_dict(), path)
+        written["image_tokenizer"] = path
+    return written
+
+
+def _check_same(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], path: str) -> None:
+    different = [name for name in expected if name not in actual or not torch.equal(expected[name], actual[name])]
+    if different:
+        raise RuntimeError(f"Reloading {path!r} changed {len(different)} tensors: {_format_keys(different)}.")
+
+
+__all__ = [
+    "IMAGE_TOKENIZER_SUBFOLDER",
+    "POLICY_SUBFOLDER",
+    "build_llamagen_c2i",
+    "build_llamagen_vq",
+    "convert_llamagen_checkpoints",
+    "convert_llamagen_gpt_state_dict",
+    "convert_llamagen_vq_state_dict",
+    "is_text_to_image_checkpoint",
+    "llamagen_gpt_config",
+    "llamagen_vq_config",
+    "load_official_checkpoint",
+    "load_state_dict_strict",
+]
