@@ -75,3 +75,83 @@ def make_image_dataset(num_images: int = 8, num_classes: int = 10, size: int = 4
 @pytest.fixture
 def tiny_c2i_dataset():
     return make_image_dataset()
+
+
+# --- Janus (text-to-image) fixtures ------------------------------------------------------------------------------
+TINY_JANUS_SPECIAL_TOKENS = [
+    "<｜▁pad▁｜>", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<image_placeholder>", "<|User|>",
+    "<|Assistant|>", "<begin_of_image>", "<end_of_image>", "<unk>",
+]  # fmt: skip
+TINY_JANUS_WORDS = [
+    ":", "a", "an", "red", "blue", "green", "cat", "dog", "apple", "on", "the", "table", "photo", "of", "big", "small",
+]  # fmt: skip
+
+
+def tiny_janus_config():
+    """The tiny Janus config of the design notes (models.md §1): 64 px images, 8×8 = 64 image tokens, 256 codes."""
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
+
+    text_config = LlamaConfig(
+        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        initializer_range=0.1,  # larger than 0.02 so that greedy decoding of a random model is not one repeated id
+    )  # fmt: skip
+    vision_config = JanusVisionConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8, projection_dim=64,
+        depth=2, num_image_tokens=64, mlp_ratio=2.0,
+    )  # fmt: skip
+    vq_config = JanusVQVAEConfig(
+        embed_dim=8, num_embeddings=256, latent_channels=32, base_channels=32, channel_multiplier=[1, 1, 2, 2],
+        num_res_blocks=1, projection_dim=64, image_token_embed_dim=64, num_hidden_layers=2, initializer_range=0.1,
+    )  # fmt: skip
+    return JanusConfig(text_config=text_config, vision_config=vision_config, vq_config=vq_config, image_token_id=3)
+
+
+def make_tiny_janus_tokenizer():
+    """An offline Janus-like tokenizer: WordLevel over a few words plus the Janus special tokens (ids 0-8)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(TINY_JANUS_SPECIAL_TOKENS + TINY_JANUS_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<｜begin▁of▁sentence｜>",
+        eos_token="<｜end▁of▁sentence｜>",
+        pad_token="<｜▁pad▁｜>",
+        unk_token="<unk>",
+        additional_special_tokens=TINY_JANUS_SPECIAL_TOKENS[3:8],
+        padding_side="left",
+    )
+
+
+def make_tiny_janus(seed: int = 0):
+    from vapi_trl.models import JanusForImageGeneration
+
+    torch.manual_seed(seed)
+    model = JanusForImageGeneration(tiny_janus_config())
+    model.set_special_token_ids(make_tiny_janus_tokenizer())
+    return model
+
+
+def make_caption_dataset(num_images: int = 4, size: int = 72, seed: int = 0) -> Dataset:
+    """Random RGB images of `size`² with short captions from the tiny tokenizer's vocabulary."""
+    rng = np.random.default_rng(seed)
+    captions = ["a red cat", "the big blue dog on a table", "a photo of an apple", "a small green cat"]
+    images = [PILImage.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(num_images)]
+    prompts = [captions[i % len(captions)] for i in range(num_images)]
+    return Dataset.from_dict(
+        {"image": images, "prompt": prompts}, features=Features({"image": Image(), "prompt": Value("string")})
+    )
+
+
+@pytest.fixture
+def tiny_janus():
+    return make_tiny_janus()
+
+
+@pytest.fixture
+def tiny_janus_tokenizer():
+    return make_tiny_janus_tokenizer()
+# --- end Janus fixtures ------------------------------------------------------------------------------------------

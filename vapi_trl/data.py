@@ -22,7 +22,6 @@ import PIL.Image
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset, load_from_disk
 from datasets import Image as ImageFeature
 
-
 logger = logging.getLogger(__name__)
 
 # Error messages listed in one log record at most; the count is always complete.

@@ -519,10 +519,12 @@ class VAPiTrainer(GRPOTrainer):
         base_model = base_model if base_model and not os.path.isdir(base_model) else None
         tag_set = set(self._tag_names) | ({tags} if isinstance(tags, str) else set(tags or []))
         args = self.args
+        # Prompt-conditioned policies (condition column `prompt`) are text-to-image; class-conditional ones are not.
+        text_to_image = "prompt" in tuple(getattr(self.policy, "condition_columns", ()))
         card_data = ModelCardData(
             base_model=base_model,
             tags=sorted(tag_set),
-            pipeline_tag="unconditional-image-generation",
+            pipeline_tag="text-to-image" if text_to_image else "unconditional-image-generation",
             library_name="transformers",
             datasets=[dataset_name] if dataset_name else None,
         )
@@ -538,8 +540,9 @@ class VAPiTrainer(GRPOTrainer):
             f"# {title}",
             "",
             f"This autoregressive image generator was post-trained with **VA-π** ({paper}) using vapi-trl{origin}.",
-            "It generates image tokens: decode them with the same frozen VQ image tokenizer as the base model, which",
-            "this checkpoint does not contain.",
+            "It generates image tokens: decode them with the same frozen VQ image tokenizer as the base model"
+            + (" (the `vqmodel` inside this checkpoint)." if hasattr(getattr(self.policy, "model", None), "vqmodel")
+               else ", which this checkpoint does not contain."),
             "",
             "## Training recipe",
             "",
@@ -552,7 +555,9 @@ class VAPiTrainer(GRPOTrainer):
             f"| reward | {reward} |",
             f"| learning rate | {args.learning_rate} |",
             f"| optimizer steps | {self.state.global_step} |",
+            *([f"| dataset | {dataset_name} |"] if dataset_name else []),
             "",
+            *_final_metrics_lines(self.state.log_history),
             "## Citation",
             "",
             "```bibtex",
@@ -562,6 +567,16 @@ class VAPiTrainer(GRPOTrainer):
         ]
         content = "\n".join(lines)
         ModelCard(content).save(os.path.join(args.output_dir, "README.md"))
+
+
+def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
+    """Model-card table of the last logged value of the main training metrics (empty before any logging)."""
+    keys = ("reward", "mse", "l1", "lpips", "ce", "policy_loss", "token_accuracy", "train_loss")
+    last = {key: entry[key] for entry in log_history for key in keys if key in entry}
+    if not last:
+        return []
+    return ["## Final training metrics", "", "| metric | value |", "|---|---|",
+            *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last], ""]
 
 
 def _pixel_reconstruction(prompts, completions, **kwargs) -> list[float]:

@@ -23,3 +23,15 @@ from .llamagen import LlamaGenConfig, LlamaGenForClassToImage
 _AutoConfig.register(LlamaGenConfig.model_type, LlamaGenConfig, exist_ok=True)
 _AutoModel.register(LlamaGenConfig, LlamaGenForClassToImage, exist_ok=True)
 # --- end llamagen ----------------------------------------------------------------------------------------------
+
+# --- janus: exports only -----------------------------------------------------------------------------------------
+# `JanusForImageGeneration` subclasses transformers' `JanusForConditionalGeneration` and keeps its `JanusConfig`
+# ("janus" is a native type, so nothing is registered): load it with `JanusForImageGeneration.from_pretrained(path)`;
+# saved checkpoints also load with `JanusForConditionalGeneration`.
+from .janus import (
+    JanusForImageGeneration,
+    janus_image_tokenizer_from_model,
+    janus_image_tokenizer_from_pretrained,
+    tokenize_janus_prompts,
+)
+# --- end janus ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Janus / Janus-Pro (deepseek-ai/Janus, transformers `JanusForConditionalGeneration`) as a VA-π text-to-image policy."""
+"""Janus / Janus-Pro (transformers `JanusForConditionalGeneration`) as a VA-π text-to-image policy."""
 
 from .modeling_janus import JanusForImageGeneration, JanusImageGenerationOutput
 from .processing_janus import (
@@ -11,7 +11,6 @@ from .processing_janus import (
     janus_special_token_ids,
     tokenize_janus_prompts,
 )
-
 
 __all__ = [
     "JANUS_BOI_TOKEN",

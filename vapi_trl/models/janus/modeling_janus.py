@@ -2,8 +2,8 @@
 Janus / Janus-Pro text-to-image policy for VA-π, on transformers' `JanusForConditionalGeneration`.
 
 `JanusForImageGeneration` subclasses the transformers model, so `from_pretrained` reads a transformers-format Janus-Pro
-checkpoint (e.g. `deepseek-community/Janus-Pro-1B`) as is and `save_pretrained` writes a complete checkpoint (same keys,
-loadable by `JanusForConditionalGeneration` too). It adds the policy interface `VAPiTrainer` uses:
+checkpoint (e.g. `deepseek-community/Janus-Pro-1B`) as is and `save_pretrained` writes a complete checkpoint
+(same keys, loadable by `JanusForConditionalGeneration` too). It adds the policy interface `VAPiTrainer` uses:
 
 - `forward(prompt_ids, prompt_mask, context_ids, cfg_scale)`: the teacher-forced pass over all N image positions in one
   call (design notes, models.md §1): `inputs_embeds = cat(embed_tokens(prompt), generation_aligner(
@@ -78,6 +78,19 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         super().__init__(config)
         self.freeze_non_generation_modules()
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "JanusForImageGeneration":
+        """`JanusForConditionalGeneration.from_pretrained`, then `freeze_non_generation_modules`.
+
+        Loading replaces the parameters built in `__init__` (fresh tensors default to `requires_grad=True`), so the
+        freezing done there is repeated on the loaded model; otherwise DDP would wait for gradients of the frozen
+        towers.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` returns a tuple
+        model.freeze_non_generation_modules()
+        return loaded
+
     # ------------------------------------------------------------------ sizes, freezing, special ids
 
     @property
@@ -118,7 +131,10 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         config = self.generation_config
         config.bos_token_id = ids["bos_token_id"]
         config.pad_token_id = ids["pad_token_id"]
-        config.generation_kwargs = {**(getattr(config, "generation_kwargs", None) or {}), "boi_token_id": ids["boi_token_id"]}
+        config.generation_kwargs = {
+            **(getattr(config, "generation_kwargs", None) or {}),
+            "boi_token_id": ids["boi_token_id"],
+        }
 
     def _special_token_ids(self) -> tuple[int, int, int]:
         config = self.generation_config
@@ -281,7 +297,12 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         return self._guided_logits(hidden[:, -1], cfg_scale), cache, prompt_mask, position_ids[:, -1:] + 1
 
     def _decode_step(
-        self, image_ids: torch.Tensor, cache: DynamicCache, mask: torch.Tensor, position: torch.Tensor, cfg_scale: float
+        self,
+        image_ids: torch.Tensor,
+        cache: DynamicCache,
+        mask: torch.Tensor,
+        position: torch.Tensor,
+        cfg_scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Feed one image token per row `(B,)`; returns the next logits `(B, K)`, the grown mask and next positions."""
         if cfg_scale != 1.0:
@@ -316,7 +337,9 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
             `torch.FloatTensor` of shape `(batch_size, length + 1, codebook_size)`: step `t` predicts image token `t`.
         """
         if image_ids.dim() != 2 or image_ids.shape[0] != prompt_ids.shape[0]:
-            raise ValueError(f"`image_ids` must have shape ({prompt_ids.shape[0]}, length), got {tuple(image_ids.shape)}.")
+            raise ValueError(
+                f"`image_ids` must have shape ({prompt_ids.shape[0]}, length), got {tuple(image_ids.shape)}."
+            )
         logits, cache, mask, position = self._prefill(prompt_ids, prompt_mask, cfg_scale)
         steps = [logits]
         for index in range(image_ids.shape[1]):

@@ -1,8 +1,8 @@
 """
 Text and image processing for Janus / Janus-Pro text-to-image post-training.
 
-Text side: the DeepSeek SFT prompt with an empty system prompt, `"<|User|>: {caption}\\n\\n<|Assistant|>:"`, preceded by
-BOS and followed by `<begin_of_image>` (BOI), left-padded so that BOI is the last column of every row (design notes,
+Text side: the DeepSeek SFT prompt with an empty system prompt, `"<|User|>: {caption}\\n\\n<|Assistant|>:"`, preceded
+by BOS and followed by `<begin_of_image>` (BOI), left-padded so that BOI is the last column of every row (design notes,
 models.md §1). The Janus tokenizer itself is the `processing_class` of the trainer; `JanusProcessor(generation_mode=
 "image")` would append BOI and left-pad but applies no template, so the template is applied here.
 
@@ -26,12 +26,11 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 
 from ..image_tokenizer import ImageTokenizerProcessor
 
-
 # DeepSeek SFT format with an empty system prompt (official `generation_inference.py`:
 # `apply_sft_template_for_multi_turn_prompts(..., system_prompt="")`).
 JANUS_PROMPT_TEMPLATE = "<|User|>: {caption}\n\n<|Assistant|>:"
 JANUS_BOI_TOKEN = "<begin_of_image>"
-# Official `VLChatProcessor.pad_tag`; its id differs between Janus-Pro-1B and -7B, so it is looked up in the vocabulary.
+# Official `VLChatProcessor.pad_tag`; its id differs between Janus-Pro-1B and -7B, so it is looked up by name.
 JANUS_PAD_TOKEN = "<｜▁pad▁｜>"
 
 # Prefix of the VQ weights inside a transformers-format Janus checkpoint.
@@ -92,7 +91,8 @@ def tokenize_janus_prompts(captions: Sequence[str], processing_class: Any) -> di
         processing_class: the Janus tokenizer or a processor holding it.
 
     Returns:
-        `dict` with `prompt_ids` `(B, P)` int64 and `prompt_mask` `(B, P)` int64 in {0, 1}, left-padded with the pad id:
+        `dict` with `prompt_ids` `(B, P)` int64 and `prompt_mask` `(B, P)` int64 in {0, 1}, left-padded with the pad
+        id:
         `prompt_ids[:, -1]` is BOI and `prompt_mask[:, -1]` is 1 for every row.
     """
     if isinstance(captions, str):
@@ -162,7 +162,7 @@ def janus_image_tokenizer_from_pretrained(
     for shard in shards:
         path = cached_file(pretrained_model_name_or_path, shard, **hub_kwargs)
         with safe_open(path, framework="pt") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 if key.startswith(_VQ_PREFIX):
                     state_dict[key[len(_VQ_PREFIX) :]] = handle.get_tensor(key)
     if not state_dict:
