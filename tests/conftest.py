@@ -14,8 +14,10 @@ from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 
-def tiny_vq_config(codebook_size: int = 64):
-    """A ~0.2M-parameter JanusVQVAE config: 3 downsamplings, 32 px images → a 4×4 token grid (N = 16)."""
+def tiny_vq_config(codebook_size: int = 64, num_patches: int = 4):
+    """A ~1M-parameter JanusVQVAE config: 3 downsamplings, 32 px images → a 4×4 token grid (N = 16).
+
+    GroupNorm(32) needs channels that are multiples of 32 (design models.md §1)."""
     from transformers import JanusVQVAEConfig
 
     return JanusVQVAEConfig(
@@ -28,7 +30,7 @@ def tiny_vq_config(codebook_size: int = 64):
         projection_dim=32,
         image_token_embed_dim=32,
         num_hidden_layers=1,
-        num_patches=4,
+        num_patches=num_patches,
     )
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoProcessor, JanusVQVAE, JanusVQVAEConfig
 
+from .conftest import tiny_vq_config as shared_tiny_vq_config
+
 from vapi_trl.models.image_tokenizer import VQ_MODEL_SUBFOLDER, ImageTokenizerProcessor, make_image_processor
 
 
@@ -18,19 +20,7 @@ CODEBOOK_SIZE = 256
 
 
 def tiny_vq_config(num_patches: int = GRID_SIZE, codebook_size: int = CODEBOOK_SIZE) -> JanusVQVAEConfig:
-    # Design models.md §1 tiny config; GroupNorm(32) needs channels that are multiples of 32.
-    return JanusVQVAEConfig(
-        embed_dim=8,
-        num_embeddings=codebook_size,
-        latent_channels=32,
-        base_channels=32,
-        channel_multiplier=[1, 1, 2, 2],
-        num_res_blocks=1,
-        projection_dim=64,
-        image_token_embed_dim=64,
-        num_hidden_layers=2,
-        num_patches=num_patches,
-    )
+    return shared_tiny_vq_config(codebook_size=codebook_size, num_patches=num_patches)
 
 
 @pytest.fixture

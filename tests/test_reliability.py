@@ -16,7 +16,7 @@ from vapi_trl import VAPiTrainer
 from vapi_trl.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from vapi_trl.models import LlamaGenForClassToImage
 
-from .conftest import make_image_dataset, tiny_llamagen_config
+from .conftest import make_image_dataset, tiny_llamagen_config, tiny_vq_config
 from .test_trainer import make_args, make_trainer
 
 
@@ -173,7 +173,7 @@ def test_kill_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny_i
         return LlamaGenForClassToImage(tiny_llamagen_config())
 
     torch.manual_seed(0)
-    tokenizer = type(tiny_image_tokenizer).from_vq_config(__import__("tests.conftest").conftest.tiny_vq_config(), 32)
+    tokenizer = type(tiny_image_tokenizer).from_vq_config(tiny_vq_config(), 32)
     resumed = make_trainer(tmp_path / "killed", fresh_policy(), tokenizer, max_steps=4)
     resumed.train(resume_from_checkpoint=True)
     reference = make_trainer(tmp_path / "reference", fresh_policy(), tokenizer, max_steps=4)
