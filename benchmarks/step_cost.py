@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     advantages = torch.randn(U, G, device=device)
     inputs = {
         "class_labels": labels, "context_ids": context, "target_ids": target_ids, "completion_ids": samples,
-        "old_per_token_logps": old_logps, "advantages": advantages,
+        "old_per_token_logps": old_logps, "advantages": advantages, "valid": torch.ones(U, dtype=torch.bool),
     }  # fmt: skip
 
     def grouped_loss_pass():

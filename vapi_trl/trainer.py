@@ -412,8 +412,8 @@ class VAPiTrainer(GRPOTrainer):
         policy_loss, stats = clipped_surrogate(
             new_logps, inputs["old_per_token_logps"], inputs["advantages"], self.epsilon_low, self.epsilon_high
         )
-        valid = inputs["valid"]
-        if valid.all():
+        valid = inputs.get("valid")
+        if valid is None or valid.all():
             ce = ce_prior(logits, inputs["target_ids"])
         else:  # images that failed to decode have stand-in targets: keep them out of the prior
             ce = ce_prior(logits[valid], inputs["target_ids"][valid]) if valid.any() else logits.sum() * 0.0
