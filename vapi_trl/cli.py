@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vapi_trl.commands.convert_llamagen",
         "Convert official LlamaGen C2I GPT and VQ-16 .pt checkpoints to HF folders.",
     ),
+    "convert-var": ("vapi_trl.commands.convert_var", "Convert official VAR VQ-VAE and var_d*.pth files to HF."),
     "train-c2i": ("vapi_trl.commands.train_c2i", "VA-π post-training of a LlamaGen class-to-image policy."),
     "tokenize": ("vapi_trl.commands.tokenize", "Pre-extract VQ tokens (gt_ids) of a class-to-image dataset."),
     "sample": ("vapi_trl.commands.sample", "Class-to-image samples for FID: PNGs, ADM .npz and a run record."),

@@ -35,3 +35,20 @@ from .janus import (
     tokenize_janus_prompts,
 )
 # --- end janus ---------------------------------------------------------------------------------------------------
+
+# --- var: AutoConfig / AutoModel / AutoProcessor registration ---------------------------------------------------
+# Prefixed model types ("vapi_var", "vapi_var_vqvae"), style.md §3. The processor is keyed by the tokenizer's config,
+# so `AutoProcessor.from_pretrained(image_tokenizer_dir)` returns a `VARImageTokenizerProcessor` (style.md §4).
+from transformers import AutoConfig as _AutoConfig
+from transformers import AutoModel as _AutoModel
+from transformers import AutoProcessor as _AutoProcessor
+
+from .var import VARVQVAE, VARConfig, VARForClassToImage, VARImageTokenizerProcessor, VARVQVAEConfig
+
+
+_AutoConfig.register(VARConfig.model_type, VARConfig, exist_ok=True)
+_AutoConfig.register(VARVQVAEConfig.model_type, VARVQVAEConfig, exist_ok=True)
+_AutoModel.register(VARConfig, VARForClassToImage, exist_ok=True)
+_AutoModel.register(VARVQVAEConfig, VARVQVAE, exist_ok=True)
+_AutoProcessor.register(VARVQVAEConfig, VARImageTokenizerProcessor, exist_ok=True)
+# --- end var -----------------------------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""`vapi-trl convert-var`: official VAR `vae_ch160v4096z32.pth` and `var_d*.pth` files -> HF folders."""
+
+import argparse
+
+
+def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=help
+        + " Writes OUT/image_tokenizer (VARImageTokenizerProcessor with the VQ-VAE in vq_model/) and, "
+        "with --var-ckpt, OUT/policy (VARForClassToImage: config.json + model.safetensors, including a frozen copy of "
+        "the tokenizer's quantizer). The architecture is read from the checkpoints; both loads are strict.",
+    )
+    parser.add_argument("--vae-ckpt", "--vae_ckpt", dest="vae_ckpt", required=True, help="vae_ch160v4096z32.pth.")
+    parser.add_argument("--var-ckpt", "--var_ckpt", dest="var_ckpt", help="Transformer file, e.g. var_d16.pth.")
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="Output folder.")
+    parser.add_argument(
+        "--patch-nums",
+        "--patch_nums",
+        dest="patch_nums",
+        type=int,
+        nargs="+",
+        help="Scale sides (default: read from the transformer's lvl_1L, else 1 2 3 4 5 6 8 10 13 16).",
+    )
+    parser.add_argument(
+        "--num-heads",
+        "--num_heads",
+        dest="num_heads",
+        type=int,
+        help="Attention heads when the checkpoint has no scale_mul_1H11 to read them from (default: depth).",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "keep"],
+        default="float32",
+        help="dtype of the saved policy weights (default float32; 'keep' keeps the checkpoint's). The VQ stays fp32.",
+    )
+    parser.add_argument(
+        "--no-verify",
+        "--no_verify",
+        dest="verify",
+        action="store_false",
+        help="Skip reloading the written folders to compare every tensor.",
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from vapi_trl.models.var.convert_var_to_hf import convert_var_checkpoints
+
+    written = convert_var_checkpoints(
+        args.out,
+        var_ckpt=args.var_ckpt,
+        vae_ckpt=args.vae_ckpt,
+        patch_nums=args.patch_nums,
+        num_attention_heads=args.num_heads,
+        dtype=None if args.dtype == "keep" else getattr(torch, args.dtype),
+        verify=args.verify,
+    )
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+__all__ = ["main", "make_parser"]
