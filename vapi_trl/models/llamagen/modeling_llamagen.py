@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ...sampling import apply_cfg, sample_tokens
+from ..modeling_utils import ClassConditionMixin, StrictLoadingMixin
 from .configuration_llamagen import LlamaGenConfig
 
 
@@ -121,7 +122,7 @@ class LlamaGenOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-class LlamaGenPreTrainedModel(PreTrainedModel):
+class LlamaGenPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     """Base class: weight init, gradient checkpointing of `LlamaDecoderLayer` blocks, attention backends."""
 
     config: LlamaGenConfig
@@ -133,27 +134,7 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, strict: missing or unexpected weights are an error, not a warning.
-
-        transformers only warns and re-initialises weights missing from the checkpoint, so a checkpoint of another
-        architecture (e.g. fewer layers) would load silently with random layers. Pass `strict=False` to allow it.
-        """
-        strict = kwargs.pop("strict", True)
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
-                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
-                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
-                "describe the same architecture (convert official checkpoints with `vapi-trl convert-llamagen`), or "
-                "pass strict=False to load anyway."
-            )
-        return (model, info) if want_info else model
+    _conversion_hint = "convert official checkpoints with `vapi-trl convert-llamagen`"
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -161,7 +142,7 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
             init.normal_(module.class_embed.weight, mean=0.0, std=self.config.initializer_range)
 
 
-class LlamaGenForClassToImage(LlamaGenPreTrainedModel):
+class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
     """
     LlamaGen C2I: a class token followed by the image ids, Llama decoder with 2D RoPE, logits over the codebook.
 
@@ -209,37 +190,6 @@ class LlamaGenForClassToImage(LlamaGenPreTrainedModel):
     def grid_size(self) -> int:
         """Side of the token grid, `sqrt(N)`."""
         return self.config.grid_size
-
-    @property
-    def null_class_id(self) -> int:
-        """Class id of the null condition used for classifier-free guidance (`config.num_classes`)."""
-        return self.config.num_classes
-
-    def uncond(self, class_labels: torch.LongTensor) -> torch.LongTensor:
-        """Null-class labels shaped like `class_labels` (`(batch_size,)` → `(batch_size,)`, all `null_class_id`)."""
-        return torch.full_like(class_labels, self.null_class_id)
-
-    # The condition interface VAPiTrainer uses: dataset rows -> forward kwargs, and the null condition.
-    condition_columns: tuple[str, ...] = ("class_label",)
-
-    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
-        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
-
-        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
-        """
-        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
-        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
-                "remap the dataset's labels or use a policy trained on these classes."
-            )
-        return {"class_labels": labels.to(self.device)}
-
-    def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
-        labels = condition["class_labels"]
-        return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should see: every parameter with `requires_grad` (the whole generator)."""

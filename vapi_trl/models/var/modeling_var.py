@@ -27,7 +27,8 @@ from transformers.utils import ModelOutput
 
 from ...sampling import sample_tokens
 from .configuration_var import VARConfig
-from .modeling_var_vqvae import StrictLoadingMixin, VARVectorQuantizer
+from ..modeling_utils import ClassConditionMixin, StrictLoadingMixin
+from .modeling_var_vqvae import VARVectorQuantizer
 
 
 def scale_levels(patch_nums: list[int], device: torch.device | None = None) -> torch.LongTensor:
@@ -217,6 +218,7 @@ class VARPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     _no_split_modules = ["VARAdaLNSelfAttn"]
     _keep_in_fp32_modules = ["quantize"]
     _supports_sdpa = True
+    _conversion_hint = "convert official checkpoints with `vapi-trl convert-var`"
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -233,7 +235,7 @@ class VARPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
             init.normal_(module.ada_gss, mean=0.0, std=std)
 
 
-class VARForClassToImage(VARPreTrainedModel):
+class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
     """
     VAR C2I (next-scale prediction) as a VA-π policy.
 
@@ -295,37 +297,6 @@ class VARForClassToImage(VARPreTrainedModel):
     def patch_nums(self) -> list[int]:
         """Token-map side per scale, coarse to fine."""
         return list(self.config.patch_nums)
-
-    @property
-    def null_class_id(self) -> int:
-        """Class id of the null condition used for classifier-free guidance (`config.num_classes`)."""
-        return self.config.num_classes
-
-    def uncond(self, class_labels: torch.LongTensor) -> torch.LongTensor:
-        """Null-class labels shaped like `class_labels` (`(batch_size,)`, all `null_class_id`)."""
-        return torch.full_like(class_labels, self.null_class_id)
-
-    # The condition interface VAPiTrainer uses: dataset rows -> forward kwargs, and the null condition.
-    condition_columns: tuple[str, ...] = ("class_label",)
-
-    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
-        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
-
-        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
-        """
-        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
-        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
-                "remap the dataset's labels or use a policy trained on these classes."
-            )
-        return {"class_labels": labels.to(self.device)}
-
-    def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
-        labels = condition["class_labels"]
-        return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should see: the transformer (the frozen `quantize` copy is excluded)."""

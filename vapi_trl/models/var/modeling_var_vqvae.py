@@ -20,28 +20,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..modeling_utils import StrictLoadingMixin
 from .configuration_var import VARVQVAEConfig
-
-
-class StrictLoadingMixin:
-    """`from_pretrained` that raises on missing or unexpected weights (transformers only warns and re-initialises)."""
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, strict unless `strict=False` is passed."""
-        strict = kwargs.pop("strict", True)
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
-                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
-                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
-                "describe the same architecture (convert official files with `vapi-trl convert-var`), or pass "
-                "strict=False to load anyway."
-            )
-        return (model, info) if want_info else model
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -452,6 +432,7 @@ class VARVQVAE(StrictLoadingMixin, PreTrainedModel):
     config: VARVQVAEConfig
     base_model_prefix = "vqvae"
     main_input_name = "pixel_values"
+    _conversion_hint = "convert official checkpoints with `vapi-trl convert-var`"
     _no_split_modules = ["VARResnetBlock", "VARAttnBlock"]
     _keep_in_fp32_modules = ["quantize"]
 
@@ -511,7 +492,6 @@ class VARVQVAE(StrictLoadingMixin, PreTrainedModel):
 
 __all__ = [
     "VARVQVAE",
-    "StrictLoadingMixin",
     "VARDecoder",
     "VAREncoder",
     "VARPhi",

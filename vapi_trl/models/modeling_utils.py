@@ -1,0 +1,68 @@
+"""Pieces shared by the policy families: strict loading and the class-condition interface of VAPiTrainer."""
+
+import torch
+
+
+class StrictLoadingMixin:
+    """`from_pretrained` that raises on missing or unexpected weights.
+
+    transformers only warns and re-initialises weights missing from a checkpoint, so a checkpoint of another
+    architecture (e.g. fewer layers) would load silently with random layers. Subclasses name the converter to suggest
+    in `_conversion_hint`.
+    """
+
+    _conversion_hint = "convert official checkpoints with the family's `vapi-trl convert-*` command"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict unless `strict=False` is passed."""
+        strict = kwargs.pop("strict", True)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
+                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
+                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
+                f"describe the same architecture ({cls._conversion_hint}), or pass strict=False to load anyway."
+            )
+        return (model, info) if want_info else model
+
+
+class ClassConditionMixin:
+    """The condition interface VAPiTrainer uses, for class-conditional policies (`config.num_classes` real classes;
+    id `num_classes` is the null class of classifier-free guidance)."""
+
+    condition_columns: tuple[str, ...] = ("class_label",)
+
+    @property
+    def null_class_id(self) -> int:
+        """Class id of the null condition used for classifier-free guidance (`config.num_classes`)."""
+        return self.config.num_classes
+
+    def uncond(self, class_labels: torch.LongTensor) -> torch.LongTensor:
+        """Null-class labels shaped like `class_labels` (`(batch_size,)`, all `null_class_id`)."""
+        return torch.full_like(class_labels, self.null_class_id)
+
+    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
+        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
+
+        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
+        """
+        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
+        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
+                "remap the dataset's labels or use a policy trained on these classes."
+            )
+        return {"class_labels": labels.to(self.device)}
+
+    def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
+        labels = condition["class_labels"]
+        return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
+
+
+__all__ = ["ClassConditionMixin", "StrictLoadingMixin"]
