@@ -29,7 +29,17 @@ setup(
     extras_require={
         # IS and the default `vapi-trl fid` evaluator
         "eval": ["torch-fidelity>=0.4,<0.5"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard", "torch-fidelity>=0.4,<0.5"],
+        "docs": ["mkdocs>=1.6,<1.7", "mkdocs-material>=9.5,<10", "mkdocstrings>=0.29", "mkdocstrings-python>=1.16"],
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "tensorboard",
+            "torch-fidelity>=0.4,<0.5",
+            "mkdocs>=1.6,<1.7",
+            "mkdocs-material>=9.5,<10",
+            "mkdocstrings>=0.29",
+            "mkdocstrings-python>=1.16",
+        ],
     },
     entry_points={"console_scripts": ["vapi-trl = vapi_trl.cli:main"]},
     classifiers=[

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `vapi-trl` parser with one subparser per entry of `COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="vapi-trl", description="VA-π post-training of autoregressive image generators."
     )
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `vapi-trl` on `argv` (default: `sys.argv[1:]`); returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -102,8 +102,14 @@ class VAPiTrainer(GRPOTrainer):
             `f(prompts, completions, completion_ids, **columns) -> list[float]`, one value per sample, where
             `completions` are the decoded images (`[3, H, W]` tensors in [-1, 1]) and `prompts` the conditions. If
             `args.reward_weights` is set, it has one weight per reward, the pixel reward first.
-        eval_dataset, callbacks, optimizers, peft_config:
-            As in [`~trl.GRPOTrainer`]. With PEFT, pass `LoraConfig(task_type=None, ...)`.
+        eval_dataset ([`~datasets.Dataset`], *optional*):
+            Same columns as `train_dataset`; evaluated with `num_generations_eval` samples per image.
+        callbacks (list of [`~transformers.TrainerCallback`], *optional*):
+            As in [`~trl.GRPOTrainer`].
+        optimizers (`tuple`, *optional*):
+            `(optimizer, lr_scheduler)`, as in [`~transformers.Trainer`].
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            Adapter to train instead of the full policy; pass `LoraConfig(task_type=None, ...)`.
         lpips_model (`lpips.LPIPS`, *optional*):
             A ready LPIPS network; by default one is built from `args.lpips_net` when `args.lpips_weight > 0`.
         processing_class (tokenizer or processor, *optional*):

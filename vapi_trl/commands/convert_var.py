@@ -4,6 +4,7 @@ import argparse
 
 
 def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argparse.ArgumentParser:
+    """Add the `convert-var` subcommand to `subparsers` and return its parser."""
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -47,6 +48,7 @@ def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argpar
 
 
 def main(args: argparse.Namespace) -> int:
+    """Convert the official VAR files named in `args`; returns the exit code."""
     import torch
 
     from vapi_trl.models.var.convert_var_to_hf import convert_var_checkpoints

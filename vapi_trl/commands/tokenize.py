@@ -4,6 +4,7 @@ import argparse
 
 
 def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.ArgumentParser:
+    """Add the `tokenize` subcommand to `subparsers` and return its parser."""
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -51,6 +52,7 @@ def add_gt_ids(dataset, image_tokenizer, batch_size: int = 64):
 
 
 def main(args: argparse.Namespace) -> int:
+    """Pre-extract the `gt_ids` column of the dataset named in `args`; returns the exit code."""
     import torch
 
     from vapi_trl.commands.train_c2i import load_c2i_dataset

@@ -116,6 +116,7 @@ def to_uint8_images(pixel_values: torch.Tensor, resize: int | None = 256) -> np.
 
 
 def png_path(output_dir: str, index: int) -> str:
+    """Path of sample `index` in `output_dir` (`000123.png`, six digits as the ADM layout)."""
     return os.path.join(output_dir, f"{index:06d}.png")
 
 
