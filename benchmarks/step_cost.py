@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -164,6 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
     figures["step_total_grouped_s"] = sum(figures[k] for k in step_parts) + figures["loss_forward_backward_grouped_s"]
     figures["step_total_naive_s"] = sum(figures[k] for k in step_parts) + figures["loss_forward_backward_naive_s"]
 
+    if device.type == "cuda":
+        peak_memory = {"peak_gpu_memory_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    else:  # Linux reports ru_maxrss in KiB; it covers the whole process (weights, activations, Python)
+        peak_memory = {"peak_process_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     report = {
         "model": args.model,
         "policy_parameters": sum(p.numel() for p in policy.parameters()),
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "seconds": {k: v for k, v in figures.items() if k.endswith("_s")},
+        **peak_memory,
         "naive_over_grouped": figures["naive_over_grouped"],
         "grouped_minus_naive_loss": figures["grouped_minus_naive_loss"],
     }
