@@ -157,3 +157,49 @@ def tiny_janus():
 def tiny_janus_tokenizer():
     return make_tiny_janus_tokenizer()
 # --- end Janus fixtures ------------------------------------------------------------------------------------------
+
+
+# --- LlamaGen text-to-image fixtures ------------------------------------------------------------------------------
+TINY_T5_WORDS = ["<pad>", "</s>", "<unk>", "a", "an", "red", "blue", "green", "cat", "dog", "apple", "on", "the",
+                 "table", "photo", "of", "big", "small", "two", "bench"]  # fmt: skip
+TINY_T2I_SLOTS = 8  # caption slots (official: 120)
+TINY_T5_DIM = 16  # T5 d_model = caption_dim (official flan-T5-XL: 2048)
+
+
+def make_tiny_t5_tokenizer():
+    """An offline T5-like tokenizer: WordLevel over a few words, `<pad>`=0, `</s>`=1 appended, `<unk>`=2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(TINY_T5_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def make_tiny_caption_encoder(seed: int = 0, max_length: int = TINY_T2I_SLOTS):
+    """`T5CaptionEncoder` over a 1-layer random `T5EncoderModel` (d_model 16) and the tiny tokenizer."""
+    from transformers import T5Config, T5EncoderModel
+
+    from vapi_trl.models import T5CaptionEncoder
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(TINY_T5_WORDS), d_model=TINY_T5_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    return T5CaptionEncoder(make_tiny_t5_tokenizer(), T5EncoderModel(config), max_length=max_length)
+
+
+def tiny_llamagen_t2i_config(codebook_size: int = 64, block_size: int = 16):
+    from vapi_trl.models import LlamaGenConfig
+
+    return LlamaGenConfig(
+        vocab_size=codebook_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        block_size=block_size, task="t2i", cls_token_num=TINY_T2I_SLOTS, caption_dim=TINY_T5_DIM,
+    )  # fmt: skip
+
+
+def make_tiny_llamagen_t2i(seed: int = 0):
+    from vapi_trl.models import LlamaGenForTextToImage
+
+    torch.manual_seed(seed)
+    return LlamaGenForTextToImage(tiny_llamagen_t2i_config())
+# --- end LlamaGen text-to-image fixtures --------------------------------------------------------------------------

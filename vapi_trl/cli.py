@@ -14,13 +14,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("vapi_trl.commands.env", "Print versions and devices, for bug reports."),
     "convert-llamagen": (
         "vapi_trl.commands.convert_llamagen",
-        "Convert official LlamaGen C2I GPT and VQ-16 .pt checkpoints to HF folders.",
+        "Convert official LlamaGen C2I/T2I GPT and VQ-16 .pt checkpoints to HF folders.",
     ),
     "convert-var": ("vapi_trl.commands.convert_var", "Convert official VAR VQ-VAE and var_d*.pth files to HF."),
     "train-c2i": ("vapi_trl.commands.train_c2i", "VA-π post-training of a LlamaGen class-to-image policy."),
     "tokenize": ("vapi_trl.commands.tokenize", "Pre-extract VQ tokens (gt_ids) of a class-to-image dataset."),
     "sample": ("vapi_trl.commands.sample", "Class-to-image samples for FID: PNGs, ADM .npz and a run record."),
     "fid": ("vapi_trl.commands.fid", "FID / IS / precision-recall of samples against a reference batch."),
+    "train-t2i": ("vapi_trl.commands.train_t2i", "VA-π post-training of a LlamaGen text-to-image policy."),
+    "encode-captions": (
+        "vapi_trl.commands.encode_captions",
+        "Pre-compute the T5 caption features (caption_embeds) of an image-caption dataset.",
+    ),
+    "sample-geneval": (
+        "vapi_trl.commands.sample_geneval",
+        "GenEval samples (<out>/<00000>/metadata.jsonl + samples/*.png) for LlamaGen-T2I or Janus-Pro.",
+    ),
 }
 
 

@@ -15,7 +15,8 @@ import PIL.Image
 from datasets import Dataset, IterableDataset
 from datasets import Image as ImageFeature
 from tokenizers import Tokenizer, models
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast, TrainerCallback
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import get_config_model_id
@@ -191,7 +192,10 @@ class VAPiTrainer(GRPOTrainer):
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            processing_class=processing_class if processing_class is not None else _placeholder_tokenizer(),
+            # GRPO only needs a text tokenizer; any other processor (e.g. T5CaptionEncoder) would be taken for a VLM's.
+            processing_class=(
+                processing_class if isinstance(processing_class, PreTrainedTokenizerBase) else _placeholder_tokenizer()
+            ),
             callbacks=callbacks,
             optimizers=optimizers,
             peft_config=peft_config,

@@ -1,4 +1,4 @@
-"""`vapi-trl convert-llamagen`: official LlamaGen C2I GPT and VQ-16 `.pt` files -> HF folders."""
+"""`vapi-trl convert-llamagen`: official LlamaGen C2I/T2I GPT and VQ-16 `.pt` files -> HF folders."""
 
 import argparse
 
@@ -7,11 +7,23 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=help + " Writes OUT/policy (LlamaGenForClassToImage: config.json + model.safetensors) and "
-        "OUT/image_tokenizer (ImageTokenizerProcessor with the VQ in vq_model/). Both loads are strict.",
+        description=help + " Writes OUT/policy (LlamaGenForClassToImage or, for t2i_*.pt, LlamaGenForTextToImage: "
+        "config.json + model.safetensors) and OUT/image_tokenizer (ImageTokenizerProcessor with the VQ in vq_model/). "
+        "Both loads are strict. T2I example: --gpt-ckpt t2i_XL_stage1_256.pt --vq-ckpt vq_ds16_t2i.pt --gpt-model "
+        "GPT-XL --image-size 256; the flan-T5-XL text encoder is loaded separately (--text_encoder_name_or_path of "
+        "train-t2i / sample-geneval).",
     )
     parser.add_argument(
-        "--gpt-ckpt", "--gpt_ckpt", dest="gpt_ckpt", help="Official C2I GPT file, e.g. c2i_XXL_384.pt."
+        "--gpt-ckpt",
+        "--gpt_ckpt",
+        dest="gpt_ckpt",
+        help="Official GPT file, e.g. c2i_XXL_384.pt or t2i_XL_stage1_256.pt.",
+    )
+    parser.add_argument(
+        "--task",
+        choices=["auto", "c2i", "t2i"],
+        default="auto",
+        help="Conditioning of the GPT file: auto (default) detects T2I from its caption keys (cls_embedding.cap_proj)",
     )
     parser.add_argument("--vq-ckpt", "--vq_ckpt", dest="vq_ckpt", help="Official VQ-16 file, e.g. vq_ds16_c2i.pt.")
     parser.add_argument("--out", "--output_dir", dest="out", required=True, help="Output folder.")
@@ -48,7 +60,8 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
         ("--intermediate-size", "intermediate_size", int, "SwiGLU width (default: derived as the official code)"),
         ("--vocab-size", "vocab_size", int, "image codebook size (default 16384)"),
         ("--num-classes", "num_classes", int, "number of classes (default 1000)"),
-        ("--cls-token-num", "cls_token_num", int, "condition slots (C2I: 1)"),
+        ("--cls-token-num", "cls_token_num", int, "condition slots (C2I: 1; T2I: read from the checkpoint, 120)"),
+        ("--caption-dim", "caption_dim", int, "T2I caption feature width (read from the checkpoint, 2048)"),
         ("--block-size", "block_size", int, "image tokens (default (image_size / 16)^2)"),
         ("--rope-base", "rope_theta", float, "RoPE base (default 10000)"),
     ):
@@ -81,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
         "vocab_size",
         "num_classes",
         "cls_token_num",
+        "caption_dim",
         "block_size",
         "rope_theta",
     )
@@ -100,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
         vq_overrides=vq_overrides,
         dtype=dtype,
         verify=args.verify,
+        task=None if args.task == "auto" else args.task,
     )
     for kind, path in written.items():
         print(f"{kind}: {path}")

@@ -52,3 +52,10 @@ _AutoModel.register(VARConfig, VARForClassToImage, exist_ok=True)
 _AutoModel.register(VARVQVAEConfig, VARVQVAE, exist_ok=True)
 _AutoProcessor.register(VARVQVAEConfig, VARImageTokenizerProcessor, exist_ok=True)
 # --- end var -----------------------------------------------------------------------------------------------------
+
+# --- llamagen t2i: exports only ------------------------------------------------------------------------------------
+# `LlamaGenConfig` is already mapped to the C2I class in AutoModel (one class per config type), so the T2I policy is
+# loaded with `LlamaGenForTextToImage.from_pretrained(path)`; `config.task` tells them apart. `T5CaptionEncoder` is not
+# registered with AutoProcessor: keyed by `T5Config`, it would replace the processor of every T5 checkpoint.
+from .llamagen import LlamaGenForTextToImage, T5CaptionEncoder
+# --- end llamagen t2i ----------------------------------------------------------------------------------------------

@@ -97,6 +97,9 @@ class ImageTokenizerProcessor(ProcessorMixin):
             Images per VQ decoder call in `decode` (bounds activation memory; the decoder is the costly half).
     """
 
+    # The VQ model class saved in `vq_model/`; subclasses for other tokenizers (e.g. VAR) override it.
+    vq_model_class = JanusVQVAE
+
     def __init__(
         self,
         image_processor: CLIPImageProcessor,
@@ -275,13 +278,13 @@ class ImageTokenizerProcessor(ProcessorMixin):
             subfolder = hub_kwargs.pop("subfolder", "")
             subfolder = f"{subfolder}/{VQ_MODEL_SUBFOLDER}" if subfolder else VQ_MODEL_SUBFOLDER
             try:
-                vq_model = JanusVQVAE.from_pretrained(
+                vq_model = cls.vq_model_class.from_pretrained(
                     pretrained_model_name_or_path, subfolder=subfolder, dtype=torch.float32, **hub_kwargs
                 )
             except OSError as error:
                 raise OSError(
                     f"No VQ weights found in '{pretrained_model_name_or_path}/{subfolder}' (expected `config.json` "
-                    "and `model.safetensors` written by `ImageTokenizerProcessor.save_pretrained`). Pass "
+                    f"and `model.safetensors` written by `{cls.__name__}.save_pretrained`). Pass "
                     "`vq_model=...` or `load_vq_model=False` for preprocessing only."
                 ) from error
         if vq_model is not None:

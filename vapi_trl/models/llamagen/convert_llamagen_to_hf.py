@@ -4,6 +4,10 @@ Convert official LlamaGen checkpoints (FoundationVision/LlamaGen) to HF folders.
 - Class-to-image GPT (`c2i_{B,L,XL,XXL,3B}_{256,384}.pt`, VA-π outputs) -> `LlamaGenForClassToImage` (`config.json` +
   safetensors). The fused `wqkv` is split by `[dim, kv_dim, kv_dim]` and the q/k rows go from LlamaGen's interleaved
   RoPE pairs to transformers' half-split layout (`permute_interleaved_to_half`); the other keys are renamed.
+- Text-to-image GPT (`t2i_XL_stage1_256.pt`, `t2i_XL_stage2_512.pt`) -> `LlamaGenForTextToImage`: the same
+  backbone keys, plus `cls_embedding.cap_proj.fc1/fc2` -> `caption_proj.fc1/fc2` (bias-free) and
+  `cls_embedding.uncond_embedding` `(120, caption_dim)` -> the `uncond_embedding` buffer. The task is detected from
+  these keys (`task=None`); the caption width and slot count are read from their shapes.
 - VQ-16 tokenizer (`vq_ds16_c2i.pt`, `vq_ds16_t2i.pt`) -> transformers `JanusVQVAE` inside an `ImageTokenizerProcessor`
   folder. Renames: `conv_blocks` -> `down` (encoder) / `up` (decoder), `res` -> `block`, `mid.0/1/2` ->
   `mid.block_1/attn_1/block_2`; `quantize.codebook_used` (a usage counter) is dropped. This table was checked against
@@ -40,7 +44,7 @@ from torch import nn
 from transformers import JanusVQVAE, JanusVQVAEConfig
 
 from .configuration_llamagen import LlamaGenConfig
-from .modeling_llamagen import LlamaGenForClassToImage, permute_interleaved_to_half
+from .modeling_llamagen import LlamaGenForClassToImage, LlamaGenForTextToImage, permute_interleaved_to_half
 
 POLICY_SUBFOLDER = "policy"
 IMAGE_TOKENIZER_SUBFOLDER = "image_tokenizer"
@@ -60,6 +64,8 @@ _T2I_KEY_PREFIXES = ("cls_embedding.cap_proj.", "cls_embedding.uncond_embedding"
 _GPT_RENAMES: list[tuple[str, str]] = [
     (r"^tok_embeddings\.", "model.embed_tokens."),
     (r"^cls_embedding\.embedding_table\.", "class_embed."),
+    (r"^cls_embedding\.cap_proj\.", "caption_proj."),
+    (r"^cls_embedding\.uncond_embedding$", "uncond_embedding"),
     (r"^layers\.(\d+)\.attention\.wo\.", r"model.layers.\1.self_attn.o_proj."),
     (r"^layers\.(\d+)\.feed_forward\.w1\.", r"model.layers.\1.mlp.gate_proj."),
     (r"^layers\.(\d+)\.feed_forward\.w3\.", r"model.layers.\1.mlp.up_proj."),
@@ -165,20 +171,28 @@ def convert_llamagen_gpt_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig
 ) -> dict[str, torch.Tensor]:
     """
-    Official C2I GPT state dict -> `LlamaGenForClassToImage` state dict.
+    Official GPT state dict -> `LlamaGenForClassToImage` (`config.task="c2i"`) or `LlamaGenForTextToImage`
+    (`config.task="t2i"`) state dict.
 
     `layers.i.attention.wqkv.weight` `(dim + 2 * kv_dim, dim)` is split into `q_proj`, `k_proj`, `v_proj`; q rows are
     permuted with `num_attention_heads`, k rows with `num_key_value_heads` (interleaved -> half-split RoPE pairs).
     Unknown keys are passed through unchanged so that the strict load reports them.
 
     Raises:
-        `ValueError` for a text-to-image checkpoint, or when a `wqkv` does not have the rows `config` implies.
+        `ValueError` when the checkpoint's conditioning (class table or caption MLP) does not match `config.task`, or
+        when a `wqkv` does not have the rows `config` implies.
     """
-    if is_text_to_image_checkpoint(state_dict):
+    text_to_image = is_text_to_image_checkpoint(state_dict)
+    if text_to_image and config.task != "t2i":
         raise ValueError(
             "This is a LlamaGen text-to-image checkpoint (it has `cls_embedding.cap_proj` / "
-            "`cls_embedding.uncond_embedding`, the caption conditioning); the C2I converter only handles "
-            "class-to-image files (c2i_*.pt). Convert t2i_*.pt with the text-to-image converter."
+            "`cls_embedding.uncond_embedding`, the caption conditioning) but the config has "
+            f"task={config.task!r}; convert it with `--task t2i` (or `--task auto`) into a LlamaGenForTextToImage."
+        )
+    if not text_to_image and config.task == "t2i":
+        raise ValueError(
+            "The config has task='t2i' but this checkpoint has no caption conditioning (`cls_embedding.cap_proj`); "
+            "it is a class-to-image file (c2i_*.pt): convert it with `--task c2i` (or `--task auto`)."
         )
     head_dim = config.head_dim
     q_rows = config.num_attention_heads * head_dim
@@ -253,15 +267,18 @@ def llamagen_gpt_config(
     **overrides: Any,
 ) -> LlamaGenConfig:
     """
-    `LlamaGenConfig` of an official C2I GPT: the preset `gpt_model` (`"GPT-B"` ... `"GPT-3B"`) with
+    `LlamaGenConfig` of an official GPT: the preset `gpt_model` (`"GPT-B"` ... `"GPT-3B"`) with
     `block_size = (image_size // downsample_size)²`, updated by `overrides` (config field names, `None` values
-    ignored). Without a preset, `hidden_size`, `num_hidden_layers` and `num_attention_heads` must be given.
+    ignored; `task="t2i"` defaults `cls_token_num` to 120). Without a preset, `hidden_size`, `num_hidden_layers` and
+    `num_attention_heads` must be given.
     """
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if image_size % downsample_size:
         raise ValueError(f"image_size={image_size} is not a multiple of the VQ downsampling {downsample_size}.")
     overrides.setdefault("block_size", (image_size // downsample_size) ** 2)
     overrides.setdefault("task", "c2i")
+    if overrides["task"] == "t2i":
+        overrides.setdefault("cls_token_num", 120)  # official T2I: 120 flan-T5 slots
     if gpt_model is not None:
         return LlamaGenConfig.from_preset(gpt_model, **overrides)
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads")
@@ -278,12 +295,26 @@ def _describe_gpt_shapes(state_dict: Mapping[str, torch.Tensor]) -> str:
     layers = {int(m.group(1)) for name in state_dict if (m := re.match(r"^layers\.(\d+)\.", name))}
     embedding = state_dict.get("tok_embeddings.weight")
     classes = state_dict.get("cls_embedding.embedding_table.weight")
+    uncond = state_dict.get("cls_embedding.uncond_embedding")
     parts = [f"{len(layers)} layers"]
     if embedding is not None:
         parts.append(f"dim {embedding.shape[1]}, vocab {embedding.shape[0]}")
     if classes is not None:
         parts.append(f"{classes.shape[0] - 1} classes (+1 null)")
+    if uncond is not None:
+        parts.append(f"{uncond.shape[0]} caption slots of width {uncond.shape[1]}")
     return ", ".join(parts)
+
+
+def text_to_image_overrides(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Config fields read from a T2I state dict: `task="t2i"`, `cls_token_num` and `caption_dim` from the shape of
+    `cls_embedding.uncond_embedding` `(cls_token_num, caption_dim)` (official: 120 slots of flan-T5-XL, 2048)."""
+    uncond = state_dict.get("cls_embedding.uncond_embedding")
+    if uncond is None or uncond.dim() != 2:
+        raise ValueError(
+            "A LlamaGen T2I checkpoint needs `cls_embedding.uncond_embedding` of shape (cls_token_num, caption_dim)."
+        )
+    return {"task": "t2i", "cls_token_num": int(uncond.shape[0]), "caption_dim": int(uncond.shape[1])}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -360,6 +391,32 @@ def build_llamagen_c2i(
     return model.eval()
 
 
+def build_llamagen_t2i(
+    state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig, dtype: torch.dtype | None = torch.float32
+) -> LlamaGenForTextToImage:
+    """
+    Official T2I GPT state dict -> `LlamaGenForTextToImage` (eval mode), loaded strictly without a random init.
+
+    Args:
+        state_dict: the official keys (`load_official_checkpoint`).
+        config: the architecture (`llamagen_gpt_config(..., task="t2i")`).
+        dtype: cast floating weights (and the `uncond_embedding` buffer) to this dtype; `None` keeps the checkpoint's.
+    """
+    converted = _cast(convert_llamagen_gpt_state_dict(state_dict, config), dtype)
+    if dtype is not None:
+        config.dtype = dtype
+    with torch.device("meta"):
+        model = LlamaGenForTextToImage(config)
+    hint = (
+        f"The checkpoint has {_describe_gpt_shapes(state_dict)}; the config has {config.num_hidden_layers} layers, "
+        f"dim {config.hidden_size}, vocab {config.vocab_size}, {config.cls_token_num} caption slots of width "
+        f"{config.caption_dim}. Pick the matching --gpt-model preset (GPT-XL for t2i_XL_*.pt) or set "
+        "--dim/--n-layer/--n-head/--vocab-size."
+    )
+    load_state_dict_strict(model, converted, "LlamaGen T2I GPT", hint)
+    return model.eval()
+
+
 def build_llamagen_vq(state_dict: Mapping[str, torch.Tensor], config: JanusVQVAEConfig) -> JanusVQVAE:
     """Official VQ-16 state dict -> fp32 `JanusVQVAE` (eval mode), loaded strictly without a random init."""
     converted = _cast(convert_llamagen_vq_state_dict(state_dict), torch.float32)
@@ -389,11 +446,13 @@ def convert_llamagen_checkpoints(
     vq_overrides: Mapping[str, Any] | None = None,
     dtype: torch.dtype | None = torch.float32,
     verify: bool = True,
+    task: str | None = None,
 ) -> dict[str, str]:
     """
     Convert an official GPT and/or VQ checkpoint and save them under `output_dir`:
 
-    - `output_dir/policy/`: `LlamaGenForClassToImage.save_pretrained` (`config.json` + `model.safetensors`);
+    - `output_dir/policy/`: `LlamaGenForClassToImage` (C2I) or `LlamaGenForTextToImage` (T2I) `save_pretrained`
+      (`config.json` + `model.safetensors`);
     - `output_dir/image_tokenizer/`: `ImageTokenizerProcessor.save_pretrained` (`processor_config.json` +
       `vq_model/`), for `image_size`² images.
 
@@ -402,6 +461,9 @@ def convert_llamagen_checkpoints(
         vq_overrides: `llamagen_vq_config` arguments (`codebook_size`, `codebook_embed_dim`, `ch_mult`, `z_channels`).
         dtype: dtype of the saved policy weights (`None` keeps the checkpoint's); the VQ is always fp32.
         verify: reload what was written and compare every tensor.
+        task: `"c2i"`, `"t2i"`, or `None` to detect it from the checkpoint's conditioning keys. For T2I, the caption
+            slots and width come from `cls_embedding.uncond_embedding`; the T5 encoder is not part of the checkpoint
+            (build it with `T5CaptionEncoder.from_text_encoder_pretrained("google/flan-t5-xl")`).
 
     Returns:
         `{"policy": path, "image_tokenizer": path}` for what was written.
@@ -415,22 +477,31 @@ def convert_llamagen_checkpoints(
     output_dir = os.fspath(output_dir)
     written: dict[str, str] = {}
     vq_config = llamagen_vq_config(image_size=image_size, **dict(vq_overrides or {}))
+    if task not in (None, "auto", "c2i", "t2i"):
+        raise ValueError(f"task must be 'c2i', 't2i' or None (auto-detect), got {task!r}.")
     if gpt_ckpt is not None:
+        state_dict = load_official_checkpoint(gpt_ckpt)
+        text_to_image = is_text_to_image_checkpoint(state_dict) if task in (None, "auto") else task == "t2i"
+        overrides = dict(gpt_overrides or {})
+        if text_to_image and is_text_to_image_checkpoint(state_dict):
+            for key, value in text_to_image_overrides(state_dict).items():
+                overrides.setdefault(key, value)
+        overrides.setdefault("task", "t2i" if text_to_image else "c2i")
         downsample = 2 ** (len(vq_config.channel_multiplier) - 1)
-        config = llamagen_gpt_config(
-            gpt_model, image_size=image_size, downsample_size=downsample, **dict(gpt_overrides or {})
-        )
+        config = llamagen_gpt_config(gpt_model, image_size=image_size, downsample_size=downsample, **overrides)
         if vq_ckpt is not None and config.vocab_size != vq_config.num_embeddings:
             raise ValueError(
                 f"The GPT vocabulary ({config.vocab_size}) differs from the VQ codebook ({vq_config.num_embeddings});"
                 " set --vocab-size and --codebook-size to the same value."
             )
-        model = build_llamagen_c2i(load_official_checkpoint(gpt_ckpt), config, dtype=dtype)
+        build = build_llamagen_t2i if config.task == "t2i" else build_llamagen_c2i
+        model = build(state_dict, config, dtype=dtype)
+        del state_dict
         model.config.name_or_path = os.path.basename(os.fspath(gpt_ckpt))
         path = os.path.join(output_dir, POLICY_SUBFOLDER)
         model.save_pretrained(path)
         if verify:
-            reloaded = LlamaGenForClassToImage.from_pretrained(path, dtype=dtype or "auto")
+            reloaded = type(model).from_pretrained(path, dtype=dtype or "auto")
             _check_same(model.state_dict(), reloaded.state_dict(), path)
             del reloaded
         del model
@@ -457,6 +528,7 @@ __all__ = [
     "IMAGE_TOKENIZER_SUBFOLDER",
     "POLICY_SUBFOLDER",
     "build_llamagen_c2i",
+    "build_llamagen_t2i",
     "build_llamagen_vq",
     "convert_llamagen_checkpoints",
     "convert_llamagen_gpt_state_dict",
@@ -466,4 +538,5 @@ __all__ = [
     "llamagen_vq_config",
     "load_official_checkpoint",
     "load_state_dict_strict",
+    "text_to_image_overrides",
 ]

@@ -10,7 +10,6 @@ fine, `[B, L]` with `L = sum(pn²)`; it exposes what `VAPiTrainer` calls on a to
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,6 @@ from transformers import CLIPImageProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from ..image_tokenizer.processing_image_tokenizer import (
-    _HUB_KWARGS,
-    VQ_MODEL_SUBFOLDER,
     ImageTokenizerProcessor,
     make_image_processor,
 )
@@ -49,6 +46,8 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         decode_chunk_size (`int`, *optional*, defaults to 32):
             Images per VQ decoder call in `decode`.
     """
+
+    vq_model_class = VARVQVAE
 
     def __init__(
         self,
@@ -138,37 +137,6 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         vq_model.eval()
         vq_model.requires_grad_(False)
         self.vq_model = vq_model
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        load_vq_model: bool = True,
-        vq_model: VARVQVAE | None = None,
-        **kwargs: Any,
-    ) -> VARImageTokenizerProcessor:
-        """
-        Load a processor saved by `save_pretrained` with its `VARVQVAE` from `vq_model/` (strict). Pass `vq_model` to
-        use a loaded model, or `load_vq_model=False` for preprocessing only.
-        """
-        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
-        processor = ProcessorMixin.from_pretrained.__func__(cls, pretrained_model_name_or_path, **kwargs)
-        if vq_model is None and load_vq_model:
-            subfolder = hub_kwargs.pop("subfolder", "")
-            subfolder = f"{subfolder}/{VQ_MODEL_SUBFOLDER}" if subfolder else VQ_MODEL_SUBFOLDER
-            try:
-                vq_model = VARVQVAE.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=subfolder, dtype=torch.float32, **hub_kwargs
-                )
-            except OSError as error:
-                raise OSError(
-                    f"No VQ weights found in '{pretrained_model_name_or_path}/{subfolder}' (expected `config.json` "
-                    "and `model.safetensors` written by `VARImageTokenizerProcessor.save_pretrained`). Pass "
-                    "`vq_model=...` or `load_vq_model=False` for preprocessing only."
-                ) from error
-        if vq_model is not None:
-            processor.set_vq_model(vq_model)
-        return processor
 
     # ------------------------------------------------------------------ sizes
 
