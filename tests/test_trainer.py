@@ -251,6 +251,23 @@ def test_kl_reference_built_only_when_enabled(tmp_path, tiny_policy, tiny_image_
     assert trainer.state.log_history[0]["kl"] >= 0
 
 
+def test_kl_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, tiny_policy, tiny_image_tokenizer):
+    from peft import LoraConfig
+
+    trainer = VAPiTrainer(
+        model=tiny_policy,
+        args=make_args(tmp_path, max_steps=2, learning_rate=0.05, kl_coef=0.1),
+        train_dataset=make_image_dataset(),
+        image_tokenizer=tiny_image_tokenizer,
+        peft_config=LoraConfig(task_type=None, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.ref_model is None  # no copy: the base model with adapters disabled is the reference
+    trainer.train()
+    kls = [entry["kl"] for entry in trainer.state.log_history if "kl" in entry]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # LoRA starts as the identity
+    assert kls[1] > 0  # after one update the policy has moved away from the base
+
+
 def test_image_grid_logged_to_tensorboard(tmp_path, tiny_policy, tiny_image_tokenizer, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -225,7 +225,6 @@ class VAPiTrainer(GRPOTrainer):
         self.ref_model = None
         if args.kl_coef > 0 and reference is not None:
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-        self._use_adapter_disabled_reference = args.kl_coef > 0 and reference is None
         self._image_log = None
         self._skipped_steps = 0
         self._consecutive_bad_steps = 0
