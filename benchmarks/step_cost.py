@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     autocast = trainer.accelerator.autocast
 
     torch.manual_seed(0)
-    pixels = (torch.rand(U, 3, image_size, image_size, device=device) * 2 - 1)
+    pixels = torch.rand(U, 3, image_size, image_size, device=device) * 2 - 1
     labels = torch.tensor(labels, device=device)
     figures: dict[str, float] = {}
 
@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
                 with autocast():
                     row_logits = model(class_labels=labels[u : u + 1], context_ids=context[u : u + 1]).logits
                 new = filtered_log_probs(row_logits).gather(-1, samples[u : u + 1, g, :, None])[..., 0]
-                policy_loss, _ = clipped_surrogate(new[:, None], old_logps[u : u + 1, g : g + 1], advantages[u : u + 1, g : g + 1])
+                policy_loss, _ = clipped_surrogate(
+                    new[:, None], old_logps[u : u + 1, g : g + 1], advantages[u : u + 1, g : g + 1]
+                )
                 total = total + policy_loss + config.ce_coef * ce_prior(row_logits, target_ids[u : u + 1])
         loss = total / (U * G)
         loss.backward()
@@ -159,7 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     figures["loss_forward_backward_grouped_s"], grouped = timed(grouped_loss_pass, args.repeats)
     figures["loss_forward_backward_naive_s"], naive = timed(naive_loss_pass, args.repeats)
-    figures["naive_over_grouped"] = figures["loss_forward_backward_naive_s"] / figures["loss_forward_backward_grouped_s"]
+    figures["naive_over_grouped"] = (
+        figures["loss_forward_backward_naive_s"] / figures["loss_forward_backward_grouped_s"]
+    )
     figures["grouped_minus_naive_loss"] = abs(grouped.item() - naive.item())
     step_parts = ("vq_encode_s", "sampling_forward_s", "draw_s", "vq_decode_s", "pixel_reward_s")
     figures["step_total_grouped_s"] = sum(figures[k] for k in step_parts) + figures["loss_forward_backward_grouped_s"]

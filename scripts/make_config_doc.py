@@ -1,7 +1,7 @@
 """Write docs/configuration.md from the fields `VAPiConfig` declares (defaults and help text).
 
-    python scripts/make_config_doc.py            # rewrite the page
-    python scripts/make_config_doc.py --check    # exit 1 if the page is out of date (used by the tests)
+python scripts/make_config_doc.py            # rewrite the page
+python scripts/make_config_doc.py --check    # exit 1 if the page is out of date (used by the tests)
 """
 
 import argparse

@@ -80,8 +80,10 @@ def test_train_updates_policy_only_and_checkpoints_reload(tmp_path, tiny_policy,
 
     checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-3")
     weights = glob.glob(os.path.join(checkpoint, "*.safetensors"))
-    assert weights and not glob.glob(os.path.join(checkpoint, "*.bin")) or all(
-        os.path.basename(p) == "training_args.bin" for p in glob.glob(os.path.join(checkpoint, "*.bin"))
+    assert (
+        weights
+        and not glob.glob(os.path.join(checkpoint, "*.bin"))
+        or all(os.path.basename(p) == "training_args.bin" for p in glob.glob(os.path.join(checkpoint, "*.bin")))
     )
     keys = set().union(*(load_file(path).keys() for path in weights))
     assert keys and not any(k.startswith(("vq", "lpips", "encoder", "decoder", "quantize", "net.")) for k in keys)
@@ -122,7 +124,9 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_image_t
 
 def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_image_tokenizer):
     """One forward per image for its G samples equals G separate forwards (the official formulation)."""
-    trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=4, per_device_train_batch_size=8)
+    trainer = make_trainer(
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=4, per_device_train_batch_size=8
+    )
     rows = [row for row in make_image_dataset(2) for _ in range(4)]
     trainer.model.train()
     inputs = trainer._generate_and_score_completions(rows)
@@ -140,10 +144,14 @@ def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_i
     total = 0.0
     for u in range(num_images):
         for g in range(group):
-            logits = model(class_labels=inputs["class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]).logits
+            logits = model(
+                class_labels=inputs["class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
+            ).logits
             new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
             policy_loss, _ = clipped_surrogate(
-                new[:, None], inputs["old_per_token_logps"][u : u + 1, g : g + 1], inputs["advantages"][u : u + 1, g : g + 1]
+                new[:, None],
+                inputs["old_per_token_logps"][u : u + 1, g : g + 1],
+                inputs["advantages"][u : u + 1, g : g + 1],
             )
             total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
     naive = total / (num_images * group) / trainer.args.gradient_accumulation_steps
@@ -170,7 +178,9 @@ def test_one_policy_pass_per_image_serves_all_samples(tmp_path, tiny_policy, tin
 
 
 def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, tiny_policy, tiny_image_tokenizer):
-    trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=3, per_device_train_batch_size=6)
+    trainer = make_trainer(
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=3, per_device_train_batch_size=6
+    )
     rows = [row for row in make_image_dataset(2) for _ in range(3)]
     inputs = trainer._generate_and_score_completions(rows)
     assert inputs["completion_ids"].shape == (2, 3, 16)
@@ -184,7 +194,9 @@ def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, t
 
 
 def test_num_iterations_replays_buffer_with_clipping(tmp_path, tiny_policy, tiny_image_tokenizer):
-    trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, num_iterations=2, max_steps=2, learning_rate=0.05)
+    trainer = make_trainer(
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_iterations=2, max_steps=2, learning_rate=0.05
+    )
     trainer.train()
     ratios = [(e["ratio/min"], e["ratio/max"]) for e in trainer.state.log_history if "ratio/min" in e]
     assert ratios[0] == pytest.approx((1.0, 1.0), abs=1e-5)  # first pass over the buffer: on-policy
@@ -299,7 +311,9 @@ def test_invalid_inputs_raise_clear_errors(tmp_path, tiny_policy, tiny_image_tok
     with pytest.raises(ValueError, match="32"):
         make_trainer(tmp_path, tiny_policy, wrong_codebook)
     with pytest.raises(ValueError, match="missing the column"):
-        make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, dataset=make_image_dataset().remove_columns("class_label"))
+        make_trainer(
+            tmp_path, tiny_policy, tiny_image_tokenizer, dataset=make_image_dataset().remove_columns("class_label")
+        )
     bad_labels = make_image_dataset(num_classes=50).map(lambda row: {"class_label": 42})
     trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, dataset=bad_labels)
     with pytest.raises(ValueError, match=r"class_label 42 is outside the policy's class range \[0, 10\)"):

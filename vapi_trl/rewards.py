@@ -73,7 +73,9 @@ def build_lpips(net: str = "vgg", random_backbone: bool = False) -> lpips.LPIPS:
     # must be the backbone, loaded above.
     missing_heads = [key for key in missing if key.startswith("lin") and not key.startswith("lins.")]
     if missing_heads or unexpected:
-        raise RuntimeError(f"LPIPS head file {heads_path} does not match: missing {missing_heads}, extra {unexpected}.")
+        raise RuntimeError(
+            f"LPIPS head file {heads_path} does not match: missing {missing_heads}, extra {unexpected}."
+        )
     return model.eval().requires_grad_(False)
 
 

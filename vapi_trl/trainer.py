@@ -165,9 +165,9 @@ class VAPiTrainer(GRPOTrainer):
         if eval_dataset is not None:
             _check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
 
-        extra_rewards = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [
-            reward_funcs
-        ]
+        extra_rewards = (
+            [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+        )
         if args.reward_weights is not None and len(args.reward_weights) != 1 + len(extra_rewards):
             raise ValueError(
                 f"reward_weights has {len(args.reward_weights)} values but there are {1 + len(extra_rewards)} rewards: "
@@ -486,7 +486,9 @@ class VAPiTrainer(GRPOTrainer):
         reconstruction = self.image_tokenizer.decode(target_ids[:count])
         samples = decoded[:count, : min(decoded.shape[1], 6)]
         rows = torch.cat([target_pixels[:count, None], reconstruction[:, None], samples], dim=1)
-        grid = make_grid(rows.flatten(0, 1).float().clamp(-1, 1), nrow=rows.shape[1], normalize=True, value_range=(-1, 1))
+        grid = make_grid(
+            rows.flatten(0, 1).float().clamp(-1, 1), nrow=rows.shape[1], normalize=True, value_range=(-1, 1)
+        )
         self._image_log = grid.cpu()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -550,8 +552,11 @@ class VAPiTrainer(GRPOTrainer):
             "",
             f"This autoregressive image generator was post-trained with **VA-π** ({paper}) using vapi-trl{origin}.",
             "It generates image tokens: decode them with the same frozen VQ image tokenizer as the base model"
-            + (" (the `vqmodel` inside this checkpoint)." if hasattr(getattr(self.policy, "model", None), "vqmodel")
-               else ", which this checkpoint does not contain."),
+            + (
+                " (the `vqmodel` inside this checkpoint)."
+                if hasattr(getattr(self.policy, "model", None), "vqmodel")
+                else ", which this checkpoint does not contain."
+            ),
             "",
             "## Training recipe",
             "",
@@ -584,8 +589,14 @@ def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
     last = {key: entry[key] for entry in log_history for key in keys if key in entry}
     if not last:
         return []
-    return ["## Final training metrics", "", "| metric | value |", "|---|---|",
-            *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last], ""]
+    return [
+        "## Final training metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last],
+        "",
+    ]
 
 
 def _pixel_reconstruction(prompts, completions, **kwargs) -> list[float]:

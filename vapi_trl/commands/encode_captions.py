@@ -11,6 +11,7 @@ import argparse
 
 
 def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> argparse.ArgumentParser:
+    """Add the `encode-captions` subcommand to `subparsers` and return its parser."""
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -70,6 +71,7 @@ def add_caption_embeds(dataset, text_encoder, batch_size: int = 64):
 
 
 def main(args: argparse.Namespace) -> int:
+    """Cache the T5 caption features of the dataset named in `args`; returns the exit code."""
     import torch
 
     from vapi_trl.commands.train_t2i import load_t2i_dataset, load_text_encoder

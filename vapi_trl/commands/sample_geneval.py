@@ -4,6 +4,7 @@ import argparse
 
 
 def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> argparse.ArgumentParser:
+    """Add the `sample-geneval` subcommand to `subparsers` and return its parser."""
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -76,6 +77,7 @@ def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> arg
 
 
 def main(args: argparse.Namespace) -> int:
+    """Write GenEval samples for the policy named in `args`; returns the exit code."""
     import json
 
     import torch
