@@ -34,6 +34,7 @@ setup(
             "pytest>=8",
             "hypothesis>=6.100",
             "tensorboard",
+            "matplotlib",
             "torch-fidelity>=0.4,<0.5",
             "mkdocs>=1.6,<1.7",
             "mkdocs-material>=9.5,<10",

@@ -12,6 +12,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("vapi_trl.commands.env", "Print versions and devices, for bug reports."),
+    "demo": ("vapi_trl.commands.demo", "Run VA-π end to end on the embedded Fashion-MNIST default (CPU, minutes)."),
     "convert-llamagen": (
         "vapi_trl.commands.convert_llamagen",
         "Convert official LlamaGen C2I/T2I GPT and VQ-16 .pt checkpoints to HF folders.",

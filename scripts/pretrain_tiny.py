@@ -1,0 +1,374 @@
+"""Build the embedded default of `vapi-trl demo`: the Fashion-MNIST subset, a tiny VQ, a tiny LlamaGen policy and the
+two small-benchmark classifiers, all reproducible from `--seed` in minutes on CPU.
+
+Source data: Debian's `dataset-fashion-mnist` package (MIT licence, Zalando Research):
+
+    apt-get update && apt-get download dataset-fashion-mnist
+    dpkg-deb -x dataset-fashion-mnist_*.deb /tmp/fm
+    python scripts/pretrain_tiny.py --raw-dir /tmp/fm/usr/share/datasets/fashion-mnist
+
+Steps (everything written under `vapi_trl/demo/`):
+
+1. Subset: from the 60 000 training images draw `--train` (pretraining and VA-π tuning) and a disjoint `--holdout`
+   (held-out classifier only); from the 10 000 test images draw `--test` (evaluation only). Class-balanced, shuffled,
+   stored uint8 28×28 in `data/fashion_mnist_subset.npz`; padded to 32×32 at load time.
+2. VQ (JanusVQVAE, 32 px → 4×4 grid, 256 codes): L1 + MSE reconstruction, codebook loss + 0.25 × commitment, on the
+   l2-normalised latent and codebook (cosine nearest code, as LlamaGen and `ImageTokenizerProcessor.encode`),
+   straight-through gradients, dead codes restarted from encoder outputs. Saved with
+   `ImageTokenizerProcessor.save_pretrained`.
+3. Policy (LlamaGen C2I, ~0.8M parameters): next-token cross-entropy on the VQ codes of `train`, AdamW, cosine
+   schedule. Saved with `save_pretrained` (safetensors).
+4. Classifiers: `SmallClassifier` trained on `train` (feature extractor for FID/KID/P-R) and on `holdout` (conditional
+   accuracy).
+5. `weights/recipe.json`: settings, final losses, and the teacher-forced CE of the shipped policy on the first 64 test
+   images (a regression check for the shipped weights).
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "vapi_trl", "demo")
+
+LICENSE_TEXT = """\
+Fashion-MNIST subset bundled with vapi-trl (fashion_mnist_subset.npz)
+
+Source: Fashion-MNIST, Zalando Research, https://github.com/zalandoresearch/fashion-mnist
+Obtained from the Debian package `dataset-fashion-mnist` (0.0~git20200523.55506a9-1).
+Paper: Han Xiao, Kashif Rasul, Roland Vollgraf. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine
+Learning Algorithms. arXiv:1708.07747, 2017.
+
+Contents: {counts}. Drawn class-balanced with seed {seed} by scripts/pretrain_tiny.py; uint8 28x28 grayscale.
+Classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.
+
+The MIT License (MIT)
+
+Copyright (c) 2017 Zalando SE, https://tech.zalando.com
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated
+documentation files (the "Software"), to deal in the Software without restriction, including without limitation the
+rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to permit
+persons to whom the Software is furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial portions of the
+Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE
+WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR
+COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR
+OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+"""
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array (uint8 images [N, 28, 28] or labels [N])."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Generator, exclude=None) -> np.ndarray:
+    chosen = []
+    for label in range(10):
+        pool = np.flatnonzero(labels == label)
+        if exclude is not None:
+            pool = np.setdiff1d(pool, exclude)
+        chosen.append(rng.choice(pool, per_class, replace=False))
+    return rng.permutation(np.concatenate(chosen))
+
+
+def build_subset(raw_dir: str, args) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(args.seed)
+    train_images = read_idx(os.path.join(raw_dir, "train-images-idx3-ubyte.gz"))
+    train_labels = read_idx(os.path.join(raw_dir, "train-labels-idx1-ubyte.gz"))
+    test_images = read_idx(os.path.join(raw_dir, "t10k-images-idx3-ubyte.gz"))
+    test_labels = read_idx(os.path.join(raw_dir, "t10k-labels-idx1-ubyte.gz"))
+    train = balanced_indices(train_labels, args.train // 10, rng)
+    holdout = balanced_indices(train_labels, args.holdout // 10, rng, exclude=train)
+    test = balanced_indices(test_labels, args.test // 10, rng)
+    assert not set(train) & set(holdout)
+    return {
+        "train_images": train_images[train], "train_labels": train_labels[train].astype(np.int64),
+        "holdout_images": train_images[holdout], "holdout_labels": train_labels[holdout].astype(np.int64),
+        "test_images": test_images[test], "test_labels": test_labels[test].astype(np.int64),
+    }  # fmt: skip
+
+
+def vq_config(codebook_size: int):
+    from transformers import JanusVQVAEConfig
+
+    # 32 px, channel_multiplier of length 4 → 3 downsamplings → 4×4 grid; GroupNorm(32) needs ≥ 32 channels.
+    return JanusVQVAEConfig(
+        embed_dim=16, num_embeddings=codebook_size, latent_channels=32, base_channels=32,
+        channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, num_patches=4, projection_dim=32,
+        image_token_embed_dim=32, num_hidden_layers=1,
+    )  # fmt: skip
+
+
+def quantize(vq, pixels: torch.Tensor):
+    """Encoder → l2-normalised latent → cosine-nearest l2-normalised code; straight-through. Returns decode, losses."""
+    latent = F.normalize(vq.quant_conv(vq.encoder(pixels)), dim=1)  # [B, D, h, w]
+    batch, dim, height, width = latent.shape
+    flat = latent.permute(0, 2, 3, 1).reshape(-1, dim)
+    codebook = F.normalize(vq.quantize.embedding.weight, dim=-1)
+    ids = (flat @ codebook.T).argmax(dim=1)
+    quantized = codebook[ids]
+    codebook_loss = F.mse_loss(quantized, flat.detach())
+    commitment = F.mse_loss(flat, quantized.detach())
+    straight_through = flat + (quantized - flat).detach()
+    hidden = straight_through.view(batch, height, width, dim).permute(0, 3, 1, 2)
+    return vq.decoder(vq.post_quant_conv(hidden)), codebook_loss, commitment, ids, flat.detach()
+
+
+def train_vq(pixels: torch.Tensor, args, log) -> tuple[object, dict]:
+    from transformers import JanusVQVAE
+
+    torch.manual_seed(args.seed)
+    vq = JanusVQVAE(vq_config(args.codebook_size))
+    vq.train()
+    optimizer = torch.optim.Adam(vq.parameters(), lr=args.vq_lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    usage = torch.zeros(args.codebook_size)
+    history, restarts = [], 0
+    for step in range(args.vq_steps):
+        index = torch.randint(len(pixels), (args.vq_batch,), generator=generator)
+        x = pixels[index]
+        decoded, codebook_loss, commitment, ids, flat = quantize(vq, x)
+        reconstruction = F.l1_loss(decoded, x) + F.mse_loss(decoded, x)
+        loss = reconstruction + codebook_loss + 0.25 * commitment
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for group in optimizer.param_groups:  # cosine decay to 10%
+            group["lr"] = args.vq_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step + 1) / args.vq_steps)))
+        usage += torch.bincount(ids, minlength=args.codebook_size).float()
+        if (step + 1) % 50 == 0 and step + 1 < 0.8 * args.vq_steps:
+            dead = torch.nonzero(usage == 0).flatten()
+            if len(dead):  # restart unused codes on random encoder outputs of this batch
+                with torch.no_grad():
+                    pick = torch.randint(len(flat), (len(dead),), generator=generator)
+                    vq.quantize.embedding.weight[dead] = flat[pick]
+                restarts += len(dead)
+            usage.zero_()
+        history.append((reconstruction.item(), F.mse_loss(decoded, x).item()))
+        if (step + 1) % 100 == 0:
+            recent = np.mean(history[-100:], axis=0)
+            log(f"vq step {step + 1}/{args.vq_steps}: l1+mse {recent[0]:.4f}, mse {recent[1]:.4f}")
+    vq.eval()
+    tail = np.mean(history[-100:], axis=0)
+    return vq, {"final_l1_plus_mse": float(tail[0]), "final_mse": float(tail[1]), "code_restarts": restarts}
+
+
+def encode_all(image_tokenizer, pixels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([image_tokenizer.encode(chunk) for chunk in pixels.split(batch_size)])
+
+
+def policy_config(codebook_size: int):
+    from vapi_trl.models import LlamaGenConfig
+
+    return LlamaGenConfig(
+        vocab_size=codebook_size, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=320,
+        block_size=16, num_classes=10,
+    )  # fmt: skip
+
+
+def teacher_forced_ce(policy, labels: torch.Tensor, ids: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = policy(class_labels=labels, context_ids=ids[:, :-1]).logits
+        return F.cross_entropy(logits.flatten(0, 1), ids.flatten()).item()
+
+
+def train_policy(labels: torch.Tensor, ids: torch.Tensor, test_labels, test_ids, args, log) -> tuple[object, dict]:
+    from vapi_trl.models import LlamaGenForClassToImage
+
+    torch.manual_seed(args.seed)
+    policy = LlamaGenForClassToImage(policy_config(args.codebook_size))
+    policy.train()
+    decay = [p for n, p in policy.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in policy.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.policy_lr, betas=(0.9, 0.95),
+    )
+    generator = torch.Generator().manual_seed(args.seed)
+    steps_per_epoch = math.ceil(len(ids) / args.policy_batch)
+    total = steps_per_epoch * args.policy_epochs
+    losses, step = [], 0
+    for epoch in range(args.policy_epochs):
+        order = torch.randperm(len(ids), generator=generator)
+        for start in range(0, len(ids), args.policy_batch):
+            index = order[start : start + args.policy_batch]
+            logits = policy(class_labels=labels[index], context_ids=ids[index, :-1]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), ids[index].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            warm = min(1.0, (step + 1) / 50)
+            for group in optimizer.param_groups:
+                group["lr"] = args.policy_lr * warm * 0.5 * (1 + math.cos(math.pi * step / total))
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        policy.eval()
+        test_ce = teacher_forced_ce(policy, test_labels, test_ids)
+        policy.train()
+        log(f"policy epoch {epoch + 1}/{args.policy_epochs}: train CE {np.mean(losses[-steps_per_epoch:]):.4f}, "
+            f"test CE {test_ce:.4f}")
+    policy.eval()
+    return policy, {
+        "final_train_ce": float(np.mean(losses[-steps_per_epoch:])),
+        "final_test_ce": teacher_forced_ce(policy, test_labels, test_ids),
+        "steps": step,
+    }
+
+
+def train_classifiers(embedded, train_classifier, weights_dir: str, args, log) -> dict:
+    """Train and save the feature classifier (on `train`) and the held-out classifier (on `holdout`); their stats."""
+    test_images, test_labels = embedded.load_arrays("test")
+    x_test = torch.from_numpy(test_images).float().div(127.5).sub(1)[:, None]
+    stats = {}
+    for name, split, seed in (("feature", "train", args.seed), ("heldout", "holdout", args.seed + 1)):
+        images, labels = embedded.load_arrays(split)
+        model, stats[name] = train_classifier(images, labels, seed=seed, epochs=args.classifier_epochs)
+        with torch.no_grad():
+            predictions = model(x_test)["logits"].argmax(1).numpy()
+        stats[name]["trained_on"] = split
+        stats[name]["test_accuracy"] = float((predictions == test_labels).mean())
+        model.save_pretrained(os.path.join(weights_dir, "classifiers", name))
+        log(f"classifier {name}: {stats[name]}")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw-dir", default="/tmp/fm/usr/share/datasets/fashion-mnist",
+                        help="Folder with the four Fashion-MNIST *-idx*-ubyte.gz files.")
+    parser.add_argument("--out", default=DEMO, help="Demo folder to write data/ and weights/ into.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=5000)
+    parser.add_argument("--holdout", type=int, default=2000)
+    parser.add_argument("--test", type=int, default=4000)
+    parser.add_argument("--codebook-size", type=int, default=256)
+    parser.add_argument("--vq-steps", type=int, default=600)
+    parser.add_argument("--vq-batch", type=int, default=32)
+    parser.add_argument("--vq-lr", type=float, default=3e-3)
+    parser.add_argument("--policy-epochs", type=int, default=12)
+    parser.add_argument("--policy-batch", type=int, default=128)
+    parser.add_argument("--policy-lr", type=float, default=2e-3)
+    parser.add_argument("--classifier-epochs", type=int, default=10)
+    parser.add_argument("--classifiers-only", action="store_true",
+                        help="Keep the shipped data, VQ and policy; retrain and save the two classifiers only.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; 1 is far faster than 2 on a shared 2-core machine.")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    def log(message: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {message}", flush=True)
+
+    import sys
+
+    sys.path.insert(0, REPO)
+    from vapi_trl.demo import embedded
+    from vapi_trl.evaluation.small_benchmark import train_classifier
+    from vapi_trl.models import ImageTokenizerProcessor
+
+    data_dir = os.path.join(args.out, "data")
+    weights_dir = os.path.join(args.out, "weights")
+    if args.classifiers_only:
+        embedded.DATA_FILE = os.path.join(data_dir, "fashion_mnist_subset.npz")
+        recipe_path = os.path.join(weights_dir, "recipe.json")
+        with open(recipe_path) as f:
+            recipe = json.load(f)
+        recipe["classifiers"] = train_classifiers(embedded, train_classifier, weights_dir, args, log)
+        recipe["args"]["classifier_epochs"] = args.classifier_epochs
+        recipe["classifiers_command"] = "python scripts/pretrain_tiny.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        with open(recipe_path, "w") as f:
+            json.dump(recipe, f, indent=2, ensure_ascii=False)
+        return recipe
+    os.makedirs(data_dir, exist_ok=True)
+    subset = build_subset(args.raw_dir, args)
+    np.savez_compressed(os.path.join(data_dir, "fashion_mnist_subset.npz"), **subset)
+    counts = ", ".join(f"{split} {len(subset[f'{split}_labels'])}" for split in embedded.SPLITS)
+    with open(os.path.join(data_dir, "LICENSE"), "w") as f:
+        f.write(LICENSE_TEXT.format(counts=counts, seed=args.seed))
+    embedded.DATA_FILE = os.path.join(data_dir, "fashion_mnist_subset.npz")  # read back what was just written
+    embedded._load_npz.cache_clear()
+    log(f"subset written: {counts}")
+
+    train_images, train_labels = embedded.load_arrays("train")
+    test_images, test_labels = embedded.load_arrays("test")
+    train_pixels, test_pixels = embedded.to_pixels(train_images), embedded.to_pixels(test_images)
+
+    vq, vq_stats = train_vq(train_pixels, args, log)
+    image_tokenizer = ImageTokenizerProcessor.from_vq_model(vq, image_size=embedded.IMAGE_SIZE)
+    # The dataset path (PIL → CLIPImageProcessor) must give the same pixels as `to_pixels` used for training.
+    rows = embedded.load_dataset("test", limit=8)
+    via_processor = image_tokenizer.preprocess([row["image"] for row in rows])
+    mismatch = (via_processor - test_pixels[:8]).abs().max().item()
+    if mismatch > 1e-5:
+        raise RuntimeError(f"processor preprocessing differs from to_pixels by {mismatch}")
+    train_ids = encode_all(image_tokenizer, train_pixels)
+    test_ids = encode_all(image_tokenizer, test_pixels)
+    with torch.no_grad():
+        test_reconstruction = torch.cat([image_tokenizer.decode(c) for c in test_ids.split(500)])
+    vq_stats["test_reconstruction_mse_pm1"] = (test_reconstruction - test_pixels).pow(2).mean().item()
+    vq_stats["codes_used_train"] = int(train_ids.unique().numel())
+    log(f"vq: {vq_stats}")
+
+    train_labels_t, test_labels_t = torch.from_numpy(train_labels), torch.from_numpy(test_labels)
+    policy, policy_stats = train_policy(train_labels_t, train_ids, test_labels_t, test_ids, args, log)
+
+
+    if os.path.isdir(weights_dir):
+        shutil.rmtree(weights_dir)
+    policy.save_pretrained(os.path.join(weights_dir, "policy"))
+    image_tokenizer.save_pretrained(os.path.join(weights_dir, "image_tokenizer"))
+    classifier_stats = train_classifiers(embedded, train_classifier, weights_dir, args, log)
+
+    reference_count = 64
+    recipe = {
+        "script": "scripts/pretrain_tiny.py",
+        "command": "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("raw_dir", "out")},
+        "data": {"source": "Fashion-MNIST (Debian dataset-fashion-mnist), MIT", "counts": counts,
+                 "image_size": embedded.IMAGE_SIZE, "padding": "28→32 zero border"},
+        "image_tokenizer": {"config": "JanusVQVAE 32 px, 4×4 grid, 256 codes, embed_dim 16",
+                            "parameters": sum(p.numel() for p in vq.parameters()), **vq_stats},
+        "policy": {"config": "LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, 16 tokens",
+                   "parameters": sum(p.numel() for p in policy.parameters()), **policy_stats},
+        "classifiers": classifier_stats,
+        "reference_batch": {
+            "description": f"teacher-forced CE (nats/token, clean context, fp32) of the first {reference_count} test "
+                           "images, their VQ codes from the shipped tokenizer",
+            "num_images": reference_count,
+            "ce": teacher_forced_ce(policy, test_labels_t[:reference_count], test_ids[:reference_count]),
+        },
+        "seconds": round(time.time() - started, 1),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {args.threads} torch threads",
+    }
+    with open(os.path.join(weights_dir, "recipe.json"), "w") as f:
+        json.dump(recipe, f, indent=2, ensure_ascii=False)
+    log(f"done: {json.dumps(recipe['reference_batch'])}")
+    return recipe
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+from PIL import Image
+
+from vapi_trl.cli import main as cli_main
+
+
+def test_demo_help_exits_zero():
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["demo", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_demo_settings_reject_bad_values():
+    from vapi_trl.demo.run import DemoSettings
+
+    with pytest.raises(ValueError, match="num_generations"):
+        DemoSettings(num_generations=1)
+    with pytest.raises(ValueError, match="steps"):
+        DemoSettings(steps=0)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    code = cli_main(["demo", "--out", str(out), "--steps", "2", "--eval-samples", "40", "--num-images", "2",
+                     "--num-generations", "4", "--quiet"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics = report["metrics"]
+    for key in ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse"):
+        assert key in metrics["before"] and key in metrics["after"]
+        assert metrics["delta"][key] == pytest.approx(metrics["after"][key] - metrics["before"][key])
+    assert report["settings"]["steps"] == 2 and len(report["training_logs"]) >= 1
+    assert report["lpips_weight"] in (0.0, 1.0) and report["timings"]["total_s"] > 0
+    for name in ("samples_before.png", "samples_after.png"):
+        with Image.open(out / name) as image:
+            assert image.width > 200 and image.height > 200
+    assert (out / "policy" / "model.safetensors").is_file()
+    assert (out / "image_tokenizer" / "vq_model" / "model.safetensors").is_file()
+
+    from vapi_trl.demo import load_policy
+    from vapi_trl.models import LlamaGenForClassToImage
+
+    aligned = LlamaGenForClassToImage.from_pretrained(str(out / "policy"))
+    base = load_policy()
+    changed = [n for n, p in aligned.named_parameters() if not p.detach().equal(base.get_parameter(n).detach())]
+    assert changed, "two VA-π steps left every weight unchanged"
