@@ -341,3 +341,26 @@ def test_vapi_trainer_updates_var_policy_only(tmp_path):
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in trainer.model.parameters()}
     assert "token_accuracy" in trainer.state.log_history[0]
+
+
+@pytest.mark.slow
+def test_var_tokenizes_and_samples_with_the_llamagen_commands(tmp_path, tokenizer, policy):
+    """`vapi-trl tokenize` and `vapi-trl sample` load any class-conditional family through the Auto classes."""
+    import numpy as np
+    from datasets import load_from_disk
+
+    tokenizer.save_pretrained(tmp_path / "image_tokenizer")
+    policy.save_pretrained(tmp_path / "policy")
+    make_image_dataset(num_images=4).save_to_disk(str(tmp_path / "data"))
+
+    assert cli.main(["tokenize", "--image_tokenizer_path", str(tmp_path / "image_tokenizer"), "--dataset",
+                     str(tmp_path / "data"), "--out", str(tmp_path / "tokens"), "--device", "cpu"]) == 0  # fmt: skip
+    tokens = load_from_disk(str(tmp_path / "tokens"))
+    pixels = tokenizer.preprocess([row["image"] for row in make_image_dataset(num_images=4)])
+    assert torch.equal(torch.tensor(tokens["gt_ids"]), tokenizer.encode(pixels))
+
+    assert cli.main(["sample", "--model_name_or_path", str(tmp_path / "policy"), "--image_tokenizer_path",
+                     str(tmp_path / "image_tokenizer"), "--output_dir", str(tmp_path / "samples"), "--num_samples",
+                     "4", "--batch_size", "2", "--resize", "0", "--device", "cpu"]) == 0  # fmt: skip
+    images = np.load(tmp_path / "samples" / "samples.npz")["arr_0"]
+    assert images.shape == (4, tokenizer.image_size, tokenizer.image_size, 3) and images.dtype == np.uint8

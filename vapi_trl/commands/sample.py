@@ -78,12 +78,15 @@ def main(args: argparse.Namespace) -> int:
 
     import torch
 
+    from transformers import AutoModel, AutoProcessor
+
+    import vapi_trl.models  # noqa: F401  (registers the policies and image tokenizers with the Auto classes)
     from vapi_trl.evaluation.sample import SamplingSettings, sample_class_to_image
-    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = LlamaGenForClassToImage.from_pretrained(args.model_name_or_path).to(device).eval()
-    image_tokenizer = ImageTokenizerProcessor.from_pretrained(args.image_tokenizer_path).to(device)
+    # Auto classes: any class-conditional family (LlamaGen C2I, VAR) samples through the same command.
+    model = AutoModel.from_pretrained(args.model_name_or_path).to(device).eval()
+    image_tokenizer = AutoProcessor.from_pretrained(args.image_tokenizer_path).to(device)
     image_tokenizer.check_compatible(model.codebook_size, model.num_image_tokens)
     settings = SamplingSettings(
         num_samples=args.num_samples,

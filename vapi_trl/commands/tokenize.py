@@ -55,11 +55,14 @@ def main(args: argparse.Namespace) -> int:
     """Pre-extract the `gt_ids` column of the dataset named in `args`; returns the exit code."""
     import torch
 
+    from transformers import AutoProcessor
+
+    import vapi_trl.models  # noqa: F401  (registers the image tokenizers with AutoProcessor)
     from vapi_trl.commands.train_c2i import load_c2i_dataset
-    from vapi_trl.models import ImageTokenizerProcessor
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    image_tokenizer = ImageTokenizerProcessor.from_pretrained(args.image_tokenizer_path).to(device)
+    # AutoProcessor: single-scale (LlamaGen) and multi-scale (VAR) tokenizers alike.
+    image_tokenizer = AutoProcessor.from_pretrained(args.image_tokenizer_path).to(device)
     dataset = load_c2i_dataset(
         train_dir=args.train_dir,
         dataset_name=args.dataset_name,
