@@ -67,6 +67,35 @@ def make_image_processor(image_size: int) -> CLIPImageProcessor:
     )
 
 
+def checked_image_size(image_processor: Any, image_size: int | None) -> int:
+    """The square crop side of `image_processor`, checked against `image_size` when given (pixels per side)."""
+    crop_size = getattr(image_processor, "crop_size", None)
+    if crop_size is None:
+        raise TypeError(
+            f"`image_processor` must be a center-cropping image processor such as `CLIPImageProcessor`, got "
+            f"{type(image_processor).__name__}; build one with `make_image_processor(image_size)`."
+        )
+    crop = (
+        (crop_size["height"], crop_size["width"])
+        if isinstance(crop_size, dict)
+        else (crop_size.height, crop_size.width)
+    )
+    if crop[0] != crop[1]:
+        raise ValueError(f"The image processor must center-crop to a square, got crop_size={crop}.")
+    if image_size is not None and crop[0] != image_size:
+        raise ValueError(
+            f"`image_size`={image_size} differs from the image processor's crop size {crop[0]}. Build the image "
+            f"processor with `make_image_processor({image_size})`."
+        )
+    return crop[0]
+
+
+def check_decode_chunk_size(decode_chunk_size: Any) -> None:
+    """Raise a `ValueError` unless `decode_chunk_size` is a positive int."""
+    if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
+        raise ValueError(f"`decode_chunk_size` must be a positive int, got {decode_chunk_size!r}.")
+
+
 def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
     """Scale a 16/32-bit integer grayscale PIL image to 8-bit `L` (PIL's own conversion clips everything above 255)."""
     array = np.asarray(image).astype(np.float64)
@@ -110,26 +139,7 @@ class ImageTokenizerProcessor(ProcessorMixin):
         decode_chunk_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        crop_size = getattr(image_processor, "crop_size", None)
-        if crop_size is None:
-            raise TypeError(
-                f"`image_processor` must be a center-cropping image processor such as `CLIPImageProcessor`, got "
-                f"{type(image_processor).__name__}; build one with `make_image_processor(image_size)`."
-            )
-        crop = (
-            (crop_size["height"], crop_size["width"])
-            if isinstance(crop_size, dict)
-            else (crop_size.height, crop_size.width)
-        )
-        if crop[0] != crop[1]:
-            raise ValueError(f"The image processor must center-crop to a square, got crop_size={crop}.")
-        if image_size is None:
-            image_size = crop[0]
-        if crop[0] != image_size:
-            raise ValueError(
-                f"`image_size`={image_size} differs from the image processor's crop size {crop[0]}. Build the image "
-                f"processor with `make_image_processor({image_size})`."
-            )
+        image_size = checked_image_size(image_processor, image_size)
         if vq_model is not None:
             if not isinstance(vq_model, JanusVQVAE):
                 raise TypeError(f"`vq_model` must be a transformers `JanusVQVAE`, got {type(vq_model).__name__}.")
@@ -140,8 +150,7 @@ class ImageTokenizerProcessor(ProcessorMixin):
                 "`codebook_size` and `grid_size` are required when no `vq_model` is given (they are read from its "
                 "config otherwise)."
             )
-        if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
-            raise ValueError(f"`decode_chunk_size` must be a positive int, got {decode_chunk_size!r}.")
+        check_decode_chunk_size(decode_chunk_size)
         self.codebook_size = int(codebook_size)
         self.grid_size = int(grid_size)
         self.image_size = int(image_size)
@@ -538,4 +547,11 @@ class ImageTokenizerProcessor(ProcessorMixin):
         return BatchFeature({"input_ids": input_ids, "pixel_values": pixel_values}, tensor_type="pt")
 
 
-__all__ = ["VQ_MODEL_SUBFOLDER", "ImageTokenizerProcessor", "make_image_processor", "vq_downsample_factor"]
+__all__ = [
+    "VQ_MODEL_SUBFOLDER",
+    "ImageTokenizerProcessor",
+    "check_decode_chunk_size",
+    "checked_image_size",
+    "make_image_processor",
+    "vq_downsample_factor",
+]

@@ -19,6 +19,8 @@ from transformers.processing_utils import ProcessorMixin
 
 from ..image_tokenizer.processing_image_tokenizer import (
     ImageTokenizerProcessor,
+    check_decode_chunk_size,
+    checked_image_size,
     make_image_processor,
 )
 from .configuration_var import VARVQVAEConfig
@@ -59,25 +61,7 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         decode_chunk_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        crop_size = getattr(image_processor, "crop_size", None)
-        if crop_size is None:
-            raise TypeError(
-                f"`image_processor` must be a center-cropping image processor such as `CLIPImageProcessor`, got "
-                f"{type(image_processor).__name__}; build one with `make_image_processor(image_size)`."
-            )
-        crop = (
-            (crop_size["height"], crop_size["width"])
-            if isinstance(crop_size, dict)
-            else (crop_size.height, crop_size.width)
-        )
-        if crop[0] != crop[1]:
-            raise ValueError(f"The image processor must center-crop to a square, got crop_size={crop}.")
-        image_size = crop[0] if image_size is None else image_size
-        if crop[0] != image_size:
-            raise ValueError(
-                f"`image_size`={image_size} differs from the image processor's crop size {crop[0]}. Build the image "
-                f"processor with `make_image_processor({image_size})`."
-            )
+        image_size = checked_image_size(image_processor, image_size)
         if vq_model is not None:
             if not isinstance(vq_model, VARVQVAE):
                 raise TypeError(f"`vq_model` must be a `VARVQVAE`, got {type(vq_model).__name__}.")
@@ -88,8 +72,7 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
                 "`codebook_size` and `patch_nums` are required when no `vq_model` is given (they are read from its "
                 "config otherwise)."
             )
-        if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
-            raise ValueError(f"`decode_chunk_size` must be a positive int, got {decode_chunk_size!r}.")
+        check_decode_chunk_size(decode_chunk_size)
         self.codebook_size = int(codebook_size)
         self.patch_nums = [int(pn) for pn in patch_nums]
         self.grid_size = self.patch_nums[-1]
