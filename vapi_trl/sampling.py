@@ -4,6 +4,8 @@ The training objective imports the same `top_k_top_p_filter`, so that the log-pr
 distribution the tokens were drawn from (see `algorithm.md` §5, "top-k/top-p ratio").
 """
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -104,4 +106,90 @@ def sample_tokens(
     return ids.reshape(probs.shape[:-1])
 
 
-__all__ = ["apply_cfg", "sample_tokens", "top_k_top_p_filter"]
+def guide_batch(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """
+    Classifier-free guidance of a batch that stacks the conditional rows over the unconditional ones.
+
+    Args:
+        logits (`torch.Tensor` of shape `(2 * batch_size, ..., vocab_size)`, or `(batch_size, ..., vocab_size)` when
+            `cfg_scale == 1`): conditional rows first, then the unconditional rows in the same order.
+        cfg_scale (`float`): guidance scale; `1.0` means the batch has no unconditional half and is returned as is.
+
+    Returns:
+        `torch.Tensor` of shape `(batch_size, ..., vocab_size)`: `apply_cfg(cond, uncond, cfg_scale)`, or `logits`.
+    """
+    if cfg_scale == 1.0:
+        return logits
+    cond, uncond = logits.chunk(2, dim=0)
+    return apply_cfg(cond, uncond, cfg_scale)
+
+
+def token_sampler(
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`sample_tokens` with its settings bound: returns `draw(logits) -> ids` (arguments as in `sample_tokens`)."""
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
+
+    return draw
+
+
+def sample_with_cache(
+    first_logits: torch.Tensor,
+    step: Callable[[torch.Tensor, int], torch.Tensor],
+    num_tokens: int,
+    draw: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.LongTensor:
+    """
+    Free-running token-by-token decoding: draw token 0 from `first_logits`, feed it, draw token 1, and so on.
+
+    Args:
+        first_logits (`torch.Tensor` of shape `(batch_size, vocab_size)`): logits of token 0 (after the prefill).
+        step (`Callable`): `step(ids, index)` feeds token `index` `(batch_size,)` (e.g. into a KV cache) and returns
+            the logits of token `index + 1`.
+        num_tokens (`int`): how many tokens to draw.
+        draw (`Callable`): logits -> ids, e.g. from `token_sampler`.
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, num_tokens)`.
+    """
+    tokens = [draw(first_logits)]
+    for index in range(num_tokens - 1):
+        tokens.append(draw(step(tokens[-1], index)))
+    return torch.stack(tokens, dim=1)
+
+
+def feed_with_cache(
+    first_logits: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], ids: torch.LongTensor
+) -> torch.Tensor:
+    """
+    Token-by-token decoding fed with given ids instead of draws (the counterpart of `sample_with_cache`, for checks).
+
+    Args:
+        first_logits (`torch.Tensor` of shape `(batch_size, vocab_size)`): logits of token 0.
+        step (`Callable`): as in `sample_with_cache`.
+        ids (`torch.LongTensor` of shape `(batch_size, length)`): ids fed in order.
+
+    Returns:
+        `torch.Tensor` of shape `(batch_size, length + 1, vocab_size)`: step `t` predicts token `t`.
+    """
+    steps = [first_logits]
+    for index in range(ids.shape[1]):
+        steps.append(step(ids[:, index], index))
+    return torch.stack(steps, dim=1)
+
+
+__all__ = [
+    "apply_cfg",
+    "feed_with_cache",
+    "guide_batch",
+    "sample_tokens",
+    "sample_with_cache",
+    "token_sampler",
+    "top_k_top_p_filter",
+]

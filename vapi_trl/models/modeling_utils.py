@@ -1,6 +1,9 @@
-"""Pieces shared by the policy families: strict loading and the class-condition interface of VAPiTrainer."""
+"""Pieces shared by the policy families: strict loading, sizes and checks of image-token policies, and the
+class-condition interface of VAPiTrainer."""
 
 import torch
+from torch import nn
+from transformers import GenerationConfig
 
 
 class StrictLoadingMixin:
@@ -30,6 +33,49 @@ class StrictLoadingMixin:
         return (model, info) if want_info else model
 
 
+class ImageTokenPolicyMixin:
+    """Sizes, parameters and input checks shared by the image-token policies built on `PreTrainedModel`."""
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of image-token ids K (`config.vocab_size`)."""
+        return self.config.vocab_size
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer should see: every parameter with `requires_grad` (frozen buffers are left out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _ensure_generation_config(self) -> None:
+        # TRL writes pad/eos ids into `model.generation_config`; transformers only creates one for `GenerationMixin`.
+        if getattr(self, "generation_config", None) is None:
+            self.generation_config = GenerationConfig()
+
+
+def check_context_ids(context_ids: torch.Tensor, batch_size: int, expected: int, alone: str | None = None) -> None:
+    """
+    Check the teacher-forcing input of a policy's `forward`: an integer tensor `(batch_size, expected)`.
+
+    Args:
+        context_ids: the value to check.
+        batch_size (`int`): rows of the condition.
+        expected (`int`): context length, `num_image_tokens - 1`.
+        alone (`str`, *optional*): what runs without context (e.g. `"the prompt"`); when given, length 0 is allowed.
+
+    Raises:
+        `TypeError` for a non-integer value, `ValueError` for a wrong shape.
+    """
+    if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
+        got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
+        raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
+    lengths = (expected,) if alone is None else (0, expected)
+    if context_ids.dim() != 2 or context_ids.shape[0] != batch_size or context_ids.shape[1] not in lengths:
+        or_empty = "" if alone is None else f" (or length 0 for {alone} alone)"
+        raise ValueError(
+            f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch_size}, {expected}){or_empty}, "
+            f"got {tuple(context_ids.shape)}."
+        )
+
+
 class ClassConditionMixin:
     """The condition interface VAPiTrainer uses, for class-conditional policies (`config.num_classes` real classes;
     id `num_classes` is the null class of classifier-free guidance)."""
@@ -44,6 +90,17 @@ class ClassConditionMixin:
     def uncond(self, class_labels: torch.LongTensor) -> torch.LongTensor:
         """Null-class labels shaped like `class_labels` (`(batch_size,)`, all `null_class_id`)."""
         return torch.full_like(class_labels, self.null_class_id)
+
+    def _check_class_labels(self, class_labels: torch.Tensor) -> None:
+        if not isinstance(class_labels, torch.Tensor):
+            raise TypeError(
+                f"`class_labels` must be a LongTensor of shape (batch_size,), got {type(class_labels).__name__}."
+            )
+        if class_labels.dim() != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
+            raise ValueError(
+                f"`class_labels` must be an integer tensor of shape (batch_size,) with ids in "
+                f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
+            )
 
     def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
         """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
@@ -65,4 +122,4 @@ class ClassConditionMixin:
         return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
 
 
-__all__ = ["ClassConditionMixin", "StrictLoadingMixin"]
+__all__ = ["ClassConditionMixin", "ImageTokenPolicyMixin", "StrictLoadingMixin", "check_context_ids"]

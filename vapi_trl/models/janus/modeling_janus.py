@@ -34,7 +34,8 @@ from torch import nn
 from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration
 from transformers.utils import ModelOutput
 
-from ...sampling import apply_cfg, sample_tokens
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
+from ..modeling_utils import check_context_ids
 from .processing_janus import janus_special_token_ids, tokenize_janus_prompts
 
 
@@ -203,11 +204,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         return self.model.generation_aligner(self.model.generation_embeddings(image_ids))
 
     def _guided_logits(self, hidden_states: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        logits = self.model.generation_head(hidden_states).float()
-        if cfg_scale != 1.0:
-            cond, uncond = logits.chunk(2, dim=0)
-            logits = apply_cfg(cond, uncond, cfg_scale)
-        return logits
+        return guide_batch(self.model.generation_head(hidden_states).float(), cfg_scale)
 
     def _with_uncond(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cfg_scale: float
@@ -259,14 +256,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         expected = self.num_image_tokens - 1
         if context_ids is None:
             context_ids = prompt_ids.new_zeros((batch_size, 0))
-        if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
-            got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
-            raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
-        if context_ids.dim() != 2 or context_ids.shape[0] != batch_size or context_ids.shape[1] not in (0, expected):
-            raise ValueError(
-                f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch_size}, {expected}) (or "
-                f"length 0 for the prompt alone), got {tuple(context_ids.shape)}."
-            )
+        check_context_ids(context_ids, batch_size, expected, "the prompt")
         prompt_ids, prompt_mask = self._with_uncond(prompt_ids, prompt_mask, cfg_scale)
         if cfg_scale != 1.0:
             context_ids = torch.cat((context_ids, context_ids))
@@ -279,10 +269,12 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         ).last_hidden_state
         return JanusImageGenerationOutput(logits=self._guided_logits(hidden[:, prompt_length - 1 :], cfg_scale))
 
-    def _prefill(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cfg_scale: float
-    ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
-        """Run the prompts into a fresh cache; returns logits of token 0 `(B, K)`, cache, mask and next positions."""
+    def _start_decoding(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, cfg_scale: float):
+        """
+        Run the prompts into a fresh cache. Returns the logits of image token 0 `(B, K)` and `step(image_ids, index)`,
+        which feeds one image token per row `(B,)` (growing the mask, positions following it) and returns the next
+        logits `(B, K)`.
+        """
         self._check_prompt(prompt_ids, prompt_mask)
         prompt_ids, prompt_mask = self._with_uncond(prompt_ids, prompt_mask, cfg_scale)
         cache = DynamicCache(config=self.config.text_config)
@@ -294,28 +286,24 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
             past_key_values=cache,
             use_cache=True,
         ).last_hidden_state
-        return self._guided_logits(hidden[:, -1], cfg_scale), cache, prompt_mask, position_ids[:, -1:] + 1
+        mask, position = prompt_mask, position_ids[:, -1:] + 1
 
-    def _decode_step(
-        self,
-        image_ids: torch.Tensor,
-        cache: DynamicCache,
-        mask: torch.Tensor,
-        position: torch.Tensor,
-        cfg_scale: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feed one image token per row `(B,)`; returns the next logits `(B, K)`, the grown mask and next positions."""
-        if cfg_scale != 1.0:
-            image_ids = torch.cat((image_ids, image_ids))
-        mask = torch.cat((mask, mask.new_ones((mask.shape[0], 1))), dim=1)
-        hidden = self.model.language_model(
-            inputs_embeds=self._image_embeds(image_ids[:, None]),
-            attention_mask=mask,
-            position_ids=position,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        return self._guided_logits(hidden[:, -1], cfg_scale), mask, position + 1
+        def step(image_ids: torch.Tensor, index: int) -> torch.Tensor:
+            nonlocal mask, position
+            if cfg_scale != 1.0:
+                image_ids = torch.cat((image_ids, image_ids))
+            mask = torch.cat((mask, mask.new_ones((mask.shape[0], 1))), dim=1)
+            hidden = self.model.language_model(
+                inputs_embeds=self._image_embeds(image_ids[:, None]),
+                attention_mask=mask,
+                position_ids=position,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state
+            position = position + 1
+            return self._guided_logits(hidden[:, -1], cfg_scale)
+
+        return self._guided_logits(hidden[:, -1], cfg_scale), step
 
     @torch.no_grad()
     def stepwise_logits(
@@ -340,12 +328,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
             raise ValueError(
                 f"`image_ids` must have shape ({prompt_ids.shape[0]}, length), got {tuple(image_ids.shape)}."
             )
-        logits, cache, mask, position = self._prefill(prompt_ids, prompt_mask, cfg_scale)
-        steps = [logits]
-        for index in range(image_ids.shape[1]):
-            logits, mask, position = self._decode_step(image_ids[:, index], cache, mask, position, cfg_scale)
-            steps.append(logits)
-        return torch.stack(steps, dim=1)
+        return feed_with_cache(*self._start_decoding(prompt_ids, prompt_mask, cfg_scale), image_ids)
 
     @torch.no_grad()
     def sample(
@@ -376,16 +359,9 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: codebook ids, raster order.
         """
-
-        def draw(logits: torch.Tensor) -> torch.Tensor:
-            return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
-
-        logits, cache, mask, position = self._prefill(prompt_ids, prompt_mask, cfg_scale)
-        tokens = [draw(logits)]
-        for _ in range(self.num_image_tokens - 1):
-            logits, mask, position = self._decode_step(tokens[-1], cache, mask, position, cfg_scale)
-            tokens.append(draw(logits))
-        return torch.stack(tokens, dim=1)
+        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        start = self._start_decoding(prompt_ids, prompt_mask, cfg_scale)
+        return sample_with_cache(*start, self.num_image_tokens, draw)
 
     @torch.no_grad()
     def decode_ids(self, image_ids: torch.LongTensor) -> torch.FloatTensor:

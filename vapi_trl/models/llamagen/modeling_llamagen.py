@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import DynamicCache, GenerationConfig, LlamaModel, PreTrainedModel
+from transformers import DynamicCache, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ...sampling import apply_cfg, sample_tokens
-from ..modeling_utils import ClassConditionMixin, StrictLoadingMixin
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
+from ..modeling_utils import ClassConditionMixin, ImageTokenPolicyMixin, StrictLoadingMixin, check_context_ids
 from .configuration_llamagen import LlamaGenConfig
 
 
@@ -143,7 +143,122 @@ class LlamaGenPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
             init.normal_(module.class_embed.weight, mean=0.0, std=self.config.initializer_range)
 
 
-class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
+class _LlamaGenImageModel(ImageTokenPolicyMixin, LlamaGenPreTrainedModel):
+    """
+    What `LlamaGenForClassToImage` and `LlamaGenForTextToImage` share: the Llama backbone with 2D RoPE, the sizes, the
+    guided codebook head (`lm_head`, set by the subclass) and KV-cache decoding after the condition slots.
+    """
+
+    def _build_backbone(self, config: LlamaGenConfig) -> None:
+        backbone_config = config.to_llama_config()
+        backbone_config._attn_implementation = config._attn_implementation
+        self.model = LlamaModel(backbone_config)
+        self.model.rotary_emb = LlamaGen2DRotaryEmbedding(
+            head_dim=config.head_dim,
+            grid_size=config.grid_size,
+            cls_token_num=config.cls_token_num,
+            base=float(config.rope_theta),
+        )
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Number of image tokens N per image (`config.block_size`)."""
+        return self.config.block_size
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The image-id embedding `model.embed_tokens` (`vocab_size` rows)."""
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.embed_tokens = value
+
+    # Internals shared by the teacher-forced pass and KV-cache decoding
+
+    def _attention_mask(self, key_mask: torch.Tensor, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+        """
+        The official mask for queries at positions `[start, start + length)` over keys `[0, K)`: causal, padded caption
+        slots hidden, and the diagonal always visible. `key_mask` `(B, K)` is 1 on visible keys. Returns a 4D mask in
+        the backbone's attention format (bool for SDPA, additive for eager); flash attention gets the 2D key mask.
+        """
+        implementation = self.model.config._attn_implementation or "sdpa"
+        if implementation.startswith(("flash", "paged")):
+            return key_mask  # variable-length attention drops padded rows; image rows see the same keys
+        if implementation not in ("sdpa", "eager"):
+            raise ValueError(
+                f"LlamaGenForTextToImage supports attn_implementation 'sdpa', 'eager' or flash attention, got "
+                f"{implementation!r}."
+            )
+        device = key_mask.device
+        queries = torch.arange(start, start + length, device=device)[:, None]
+        keys = torch.arange(key_mask.shape[1], device=device)[None, :]
+        allowed = ((keys <= queries)[None] & key_mask.bool()[:, None, :]) | (keys == queries)[None]
+        allowed = allowed[:, None]  # (B, 1, Q, K)
+        if implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+    def _backbone(
+        self,
+        inputs_embeds: torch.Tensor,
+        start: int,
+        key_mask: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+    ) -> torch.Tensor:
+        """Hidden states of positions `[start, start + L)`: causal attention, under `key_mask` `(B, K)` when given."""
+        length = inputs_embeds.shape[1]
+        position_ids = torch.arange(start, start + length, device=inputs_embeds.device).unsqueeze(0)
+        attention_mask = None if key_mask is None else self._attention_mask(key_mask, start, length, inputs_embeds.dtype)
+        return self.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+        ).last_hidden_state
+
+    def _guided_logits(self, hidden_states: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+        return guide_batch(self.lm_head(hidden_states).float(), cfg_scale)
+
+    def _context_ids(
+        self, context_ids: torch.LongTensor | None, reference: torch.Tensor, cfg_scale: float, alone: str
+    ) -> torch.LongTensor:
+        """Checked `context_ids` (empty when `None`), doubled for the unconditional rows when `cfg_scale != 1`."""
+        batch_size = reference.shape[0]
+        if context_ids is None:
+            context_ids = reference.new_zeros((batch_size, 0), dtype=torch.long)
+        check_context_ids(context_ids, batch_size, self.num_image_tokens - 1, alone)
+        return torch.cat((context_ids, context_ids)) if cfg_scale != 1.0 else context_ids
+
+    def _check_image_ids(self, image_ids: torch.LongTensor, batch_size: int) -> None:
+        max_length = self.num_image_tokens - 1
+        if image_ids.dim() != 2 or image_ids.shape[0] != batch_size or image_ids.shape[1] > max_length:
+            raise ValueError(
+                f"`image_ids` must have shape ({batch_size}, length <= {max_length}), got {tuple(image_ids.shape)}."
+            )
+
+    def _start_decoding(self, condition_embeds: torch.Tensor, cfg_scale: float, key_mask: torch.Tensor | None = None):
+        """
+        Run the condition slots `(B or 2B, cls_token_num, D)` into a fresh cache. Returns the logits of image token 0
+        `(B, V)` and `step(image_ids, index)`, which feeds image token `index` `(B,)` (growing `key_mask` when given)
+        and returns the logits of token `index + 1` `(B, V)`.
+        """
+        cache = DynamicCache(config=self.model.config)
+        hidden = self._backbone(condition_embeds, 0, key_mask, past_key_values=cache)
+
+        def step(image_ids: torch.LongTensor, index: int) -> torch.Tensor:
+            nonlocal key_mask
+            if cfg_scale != 1.0:
+                image_ids = torch.cat((image_ids, image_ids))
+            if key_mask is not None:
+                key_mask = torch.cat((key_mask, key_mask.new_ones((key_mask.shape[0], 1))), dim=1)
+            embeds = self.model.embed_tokens(image_ids).unsqueeze(1)
+            hidden = self._backbone(embeds, self.config.cls_token_num + index, key_mask, past_key_values=cache)
+            return self._guided_logits(hidden[:, -1], cfg_scale)
+
+        return self._guided_logits(hidden[:, -1], cfg_scale), step
+
+
+class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
     """
     LlamaGen C2I: a class token followed by the image ids, Llama decoder with 2D RoPE, logits over the codebook.
 
@@ -158,105 +273,26 @@ class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
         super().__init__(config)
         if config.task != "c2i":
             raise ValueError(f"`LlamaGenForClassToImage` needs `config.task='c2i'`, got {config.task!r}.")
-        backbone_config = config.to_llama_config()
-        backbone_config._attn_implementation = config._attn_implementation
-        self.model = LlamaModel(backbone_config)
-        self.model.rotary_emb = LlamaGen2DRotaryEmbedding(
-            head_dim=config.head_dim,
-            grid_size=config.grid_size,
-            cls_token_num=config.cls_token_num,
-            base=float(config.rope_theta),
-        )
+        self._build_backbone(config)
         self.class_embed = nn.Embedding(config.num_classes + 1, config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        # TRL writes pad/eos ids into `model.generation_config`; transformers only creates one for `GenerationMixin`.
-        if getattr(self, "generation_config", None) is None:
-            self.generation_config = GenerationConfig()
+        self._ensure_generation_config()
 
         self.post_init()
 
     # Sizes and conditions
 
     @property
-    def codebook_size(self) -> int:
-        """Number of image-token ids K (`config.vocab_size`)."""
-        return self.config.vocab_size
-
-    @property
-    def num_image_tokens(self) -> int:
-        """Number of image tokens N per image (`config.block_size`)."""
-        return self.config.block_size
-
-    @property
     def grid_size(self) -> int:
         """Side of the token grid, `sqrt(N)`."""
         return self.config.grid_size
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer should see: every parameter with `requires_grad` (the whole generator)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The image-id embedding `model.embed_tokens` (`vocab_size` rows)."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.embed_tokens = value
-
-    # Internals shared by the teacher-forced pass and KV-cache decoding
-
-    def _check_class_labels(self, class_labels: torch.Tensor) -> None:
-        if not isinstance(class_labels, torch.Tensor):
-            raise TypeError(
-                f"`class_labels` must be a LongTensor of shape (batch_size,), got {type(class_labels).__name__}."
-            )
-        if class_labels.dim() != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
-            raise ValueError(
-                f"`class_labels` must be an integer tensor of shape (batch_size,) with ids in "
-                f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
-            )
-
-    def _backbone(
-        self,
-        inputs_embeds: torch.Tensor,
-        start: int,
-        past_key_values: DynamicCache | None = None,
-    ) -> torch.Tensor:
-        position_ids = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
-        return self.model(
-            inputs_embeds=inputs_embeds,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
-        ).last_hidden_state
-
-    def _guided_logits(self, hidden_states: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        logits = self.lm_head(hidden_states).float()
-        if cfg_scale != 1.0:
-            cond, uncond = logits.chunk(2, dim=0)
-            logits = apply_cfg(cond, uncond, cfg_scale)
-        return logits
-
-    def _prefill(
-        self, class_labels: torch.LongTensor, cfg_scale: float
-    ) -> tuple[torch.Tensor, DynamicCache]:
-        """Run the condition slots into a fresh cache; returns the logits of image token 0, `(batch_size, V)`."""
+    def _start_class_decoding(self, class_labels: torch.LongTensor, cfg_scale: float):
+        """Run the class slot into a fresh cache; see `_start_decoding`."""
         self._check_class_labels(class_labels)
         if cfg_scale != 1.0:
             class_labels = torch.cat((class_labels, self.uncond(class_labels)))
-        cache = DynamicCache(config=self.model.config)
-        hidden = self._backbone(self.class_embed(class_labels).unsqueeze(1), start=0, past_key_values=cache)
-        return self._guided_logits(hidden[:, -1], cfg_scale), cache
-
-    def _decode_step(
-        self, image_ids: torch.LongTensor, index: int, cache: DynamicCache, cfg_scale: float
-    ) -> torch.Tensor:
-        """Feed image token `index` (`(batch_size,)`); returns the logits of token `index + 1`, `(batch_size, V)`."""
-        if cfg_scale != 1.0:
-            image_ids = torch.cat((image_ids, image_ids))
-        embeds = self.model.embed_tokens(image_ids).unsqueeze(1)
-        hidden = self._backbone(embeds, start=self.config.cls_token_num + index, past_key_values=cache)
-        return self._guided_logits(hidden[:, -1], cfg_scale)
+        return self._start_decoding(self.class_embed(class_labels).unsqueeze(1), cfg_scale)
 
     # Public passes
 
@@ -285,21 +321,9 @@ class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
             and `context_ids[:, :t]`.
         """
         self._check_class_labels(class_labels)
-        batch_size = class_labels.shape[0]
-        expected = self.num_image_tokens - 1
-        if context_ids is None:
-            context_ids = class_labels.new_zeros((batch_size, 0))
-        if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
-            got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
-            raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
-        if context_ids.dim() != 2 or context_ids.shape[0] != batch_size or context_ids.shape[1] not in (0, expected):
-            raise ValueError(
-                f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch_size}, {expected}) (or "
-                f"length 0 for the class slot alone), got {tuple(context_ids.shape)}."
-            )
+        context_ids = self._context_ids(context_ids, class_labels, cfg_scale, "the class slot")
         if cfg_scale != 1.0:
             class_labels = torch.cat((class_labels, self.uncond(class_labels)))
-            context_ids = torch.cat((context_ids, context_ids))
         inputs_embeds = torch.cat(
             (self.class_embed(class_labels).unsqueeze(1), self.model.embed_tokens(context_ids)), dim=1
         )
@@ -321,17 +345,8 @@ class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
         Returns:
             `torch.FloatTensor` of shape `(batch_size, length + 1, vocab_size)`: step `t` predicts image token `t`.
         """
-        batch_size, max_length = len(class_labels), self.num_image_tokens - 1
-        if image_ids.dim() != 2 or image_ids.shape[0] != batch_size or image_ids.shape[1] > max_length:
-            raise ValueError(
-                f"`image_ids` must have shape ({batch_size}, length <= {max_length}), got "
-                f"{tuple(image_ids.shape)}."
-            )
-        logits, cache = self._prefill(class_labels, cfg_scale)
-        steps = [logits]
-        for index in range(image_ids.shape[1]):
-            steps.append(self._decode_step(image_ids[:, index], index, cache, cfg_scale))
-        return torch.stack(steps, dim=1)
+        self._check_image_ids(image_ids, len(class_labels))
+        return feed_with_cache(*self._start_class_decoding(class_labels, cfg_scale), image_ids)
 
     @torch.no_grad()
     def sample(
@@ -361,15 +376,8 @@ class LlamaGenForClassToImage(ClassConditionMixin, LlamaGenPreTrainedModel):
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-
-        def draw(logits: torch.Tensor) -> torch.Tensor:
-            return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
-
-        logits, cache = self._prefill(class_labels, cfg_scale)
-        tokens = [draw(logits)]
-        for index in range(self.num_image_tokens - 1):
-            tokens.append(draw(self._decode_step(tokens[-1], index, cache, cfg_scale)))
-        return torch.stack(tokens, dim=1)
+        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        return sample_with_cache(*self._start_class_decoding(class_labels, cfg_scale), self.num_image_tokens, draw)
 
 
 class LlamaGenCaptionProjection(nn.Module):
@@ -389,7 +397,7 @@ class LlamaGenCaptionProjection(nn.Module):
         return self.fc2(self.act(self.fc1(caption_embeds)))
 
 
-class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
+class LlamaGenForTextToImage(_LlamaGenImageModel):
     """
     LlamaGen T2I: `cls_token_num` (120) caption slots projected from frozen flan-T5-XL features, then the image ids;
     Llama decoder with 2D RoPE (zero rotation on the caption slots), logits over the codebook.
@@ -422,20 +430,11 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
         super().__init__(config)
         if config.task != "t2i":
             raise ValueError(f"`LlamaGenForTextToImage` needs `config.task='t2i'`, got {config.task!r}.")
-        backbone_config = config.to_llama_config()
-        backbone_config._attn_implementation = config._attn_implementation
-        self.model = LlamaModel(backbone_config)
-        self.model.rotary_emb = LlamaGen2DRotaryEmbedding(
-            head_dim=config.head_dim,
-            grid_size=config.grid_size,
-            cls_token_num=config.cls_token_num,
-            base=float(config.rope_theta),
-        )
+        self._build_backbone(config)
         self.caption_proj = LlamaGenCaptionProjection(config.caption_dim, config.hidden_size)
         self.register_buffer("uncond_embedding", torch.empty(config.cls_token_num, config.caption_dim))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if getattr(self, "generation_config", None) is None:
-            self.generation_config = GenerationConfig()
+        self._ensure_generation_config()
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -447,30 +446,9 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
     # Sizes and conditions
 
     @property
-    def codebook_size(self) -> int:
-        """Number of image-token ids K (`config.vocab_size`)."""
-        return self.config.vocab_size
-
-    @property
-    def num_image_tokens(self) -> int:
-        """Number of image tokens N per image (`config.block_size`)."""
-        return self.config.block_size
-
-    @property
     def num_caption_slots(self) -> int:
         """Caption slots before the image tokens (`config.cls_token_num`, 120 officially)."""
         return self.config.cls_token_num
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer should see: every parameter with `requires_grad` (the text encoder is outside)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """The image-id embedding `model.embed_tokens` (`vocab_size` rows)."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.embed_tokens = value
 
     def uncond(self, caption_embeds: torch.Tensor) -> torch.Tensor:
         """The null caption shaped like `caption_embeds` `(batch_size, slots, caption_dim)`: `uncond_embedding`."""
@@ -542,74 +520,11 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
     def _caption_inputs(self, caption_embeds: torch.Tensor) -> torch.Tensor:
         return self.caption_proj(caption_embeds.to(self.caption_proj.fc1.weight.dtype))
 
-    def _attention_mask(self, key_mask: torch.Tensor, start: int, length: int, dtype: torch.dtype) -> torch.Tensor:
-        """
-        The official mask for queries at positions `[start, start + length)` over keys `[0, K)`: causal, padded caption
-        slots hidden, and the diagonal always visible. `key_mask` `(B, K)` is 1 on visible keys. Returns a 4D mask in
-        the backbone's attention format (bool for SDPA, additive for eager); flash attention gets the 2D key mask.
-        """
-        implementation = self.model.config._attn_implementation or "sdpa"
-        if implementation.startswith(("flash", "paged")):
-            return key_mask  # variable-length attention drops padded rows; image rows see the same keys
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(
-                f"LlamaGenForTextToImage supports attn_implementation 'sdpa', 'eager' or flash attention, got "
-                f"{implementation!r}."
-            )
-        device = key_mask.device
-        queries = torch.arange(start, start + length, device=device)[:, None]
-        keys = torch.arange(key_mask.shape[1], device=device)[None, :]
-        allowed = ((keys <= queries)[None] & key_mask.bool()[:, None, :]) | (keys == queries)[None]
-        allowed = allowed[:, None]  # (B, 1, Q, K)
-        if implementation == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-    def _backbone(
-        self,
-        inputs_embeds: torch.Tensor,
-        start: int,
-        key_mask: torch.Tensor,
-        past_key_values: DynamicCache | None = None,
-    ) -> torch.Tensor:
-        length = inputs_embeds.shape[1]
-        position_ids = torch.arange(start, start + length, device=inputs_embeds.device).unsqueeze(0)
-        return self.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=self._attention_mask(key_mask, start, length, inputs_embeds.dtype),
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
-        ).last_hidden_state
-
-    def _guided_logits(self, hidden_states: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        logits = self.lm_head(hidden_states).float()
-        if cfg_scale != 1.0:
-            cond, uncond = logits.chunk(2, dim=0)
-            logits = apply_cfg(cond, uncond, cfg_scale)
-        return logits
-
-    def _prefill(
-        self, caption_embeds: torch.Tensor, caption_mask: torch.Tensor, cfg_scale: float
-    ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
-        """Run the caption slots into a fresh cache; returns the logits of image token 0 `(B, V)`, cache, key mask."""
+    def _start_caption_decoding(self, caption_embeds: torch.Tensor, caption_mask: torch.Tensor, cfg_scale: float):
+        """Run the caption slots into a fresh cache; see `_start_decoding`."""
         self._check_caption(caption_embeds, caption_mask)
         caption_embeds, caption_mask = self._with_uncond(caption_embeds, caption_mask, cfg_scale)
-        cache = DynamicCache(config=self.model.config)
-        key_mask = caption_mask.long()
-        hidden = self._backbone(self._caption_inputs(caption_embeds), 0, key_mask, past_key_values=cache)
-        return self._guided_logits(hidden[:, -1], cfg_scale), cache, key_mask
-
-    def _decode_step(
-        self, image_ids: torch.LongTensor, index: int, cache: DynamicCache, key_mask: torch.Tensor, cfg_scale: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed image token `index` `(B,)`; returns the logits of token `index + 1` `(B, V)` and the grown key mask."""
-        if cfg_scale != 1.0:
-            image_ids = torch.cat((image_ids, image_ids))
-        key_mask = torch.cat((key_mask, key_mask.new_ones((key_mask.shape[0], 1))), dim=1)
-        embeds = self.model.embed_tokens(image_ids).unsqueeze(1)
-        hidden = self._backbone(embeds, self.config.cls_token_num + index, key_mask, past_key_values=cache)
-        return self._guided_logits(hidden[:, -1], cfg_scale), key_mask
+        return self._start_decoding(self._caption_inputs(caption_embeds), cfg_scale, caption_mask.long())
 
     # Public passes
 
@@ -641,21 +556,8 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
             `context_ids[:, :t]`.
         """
         self._check_caption(caption_embeds, caption_mask)
-        batch_size = caption_embeds.shape[0]
-        expected = self.num_image_tokens - 1
-        if context_ids is None:
-            context_ids = caption_mask.new_zeros((batch_size, 0), dtype=torch.long)
-        if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
-            got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
-            raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
-        if context_ids.dim() != 2 or context_ids.shape[0] != batch_size or context_ids.shape[1] not in (0, expected):
-            raise ValueError(
-                f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch_size}, {expected}) (or "
-                f"length 0 for the caption slots alone), got {tuple(context_ids.shape)}."
-            )
+        context_ids = self._context_ids(context_ids, caption_mask, cfg_scale, "the caption slots")
         caption_embeds, caption_mask = self._with_uncond(caption_embeds, caption_mask, cfg_scale)
-        if cfg_scale != 1.0:
-            context_ids = torch.cat((context_ids, context_ids))
         inputs_embeds = torch.cat(
             (self._caption_inputs(caption_embeds), self.model.embed_tokens(context_ids)), dim=1
         )
@@ -682,17 +584,9 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
         Returns:
             `torch.FloatTensor` of shape `(batch_size, length + 1, vocab_size)`: step `t` predicts image token `t`.
         """
-        batch_size, max_length = caption_embeds.shape[0], self.num_image_tokens - 1
-        if image_ids.dim() != 2 or image_ids.shape[0] != batch_size or image_ids.shape[1] > max_length:
-            raise ValueError(
-                f"`image_ids` must have shape ({batch_size}, length <= {max_length}), got {tuple(image_ids.shape)}."
-            )
-        logits, cache, key_mask = self._prefill(caption_embeds, caption_mask, cfg_scale)
-        steps = [logits]
-        for index in range(image_ids.shape[1]):
-            logits, key_mask = self._decode_step(image_ids[:, index], index, cache, key_mask, cfg_scale)
-            steps.append(logits)
-        return torch.stack(steps, dim=1)
+        self._check_image_ids(image_ids, caption_embeds.shape[0])
+        start = self._start_caption_decoding(caption_embeds, caption_mask, cfg_scale)
+        return feed_with_cache(*start, image_ids)
 
     @torch.no_grad()
     def sample(
@@ -724,16 +618,9 @@ class LlamaGenForTextToImage(LlamaGenPreTrainedModel):
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-
-        def draw(logits: torch.Tensor) -> torch.Tensor:
-            return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
-
-        logits, cache, key_mask = self._prefill(caption_embeds, caption_mask, cfg_scale)
-        tokens = [draw(logits)]
-        for index in range(self.num_image_tokens - 1):
-            logits, key_mask = self._decode_step(tokens[-1], index, cache, key_mask, cfg_scale)
-            tokens.append(draw(logits))
-        return torch.stack(tokens, dim=1)
+        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        start = self._start_caption_decoding(caption_embeds, caption_mask, cfg_scale)
+        return sample_with_cache(*start, self.num_image_tokens, draw)
 
 
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ...sampling import sample_tokens
+from ...sampling import token_sampler
 from .configuration_var import VARConfig
-from ..modeling_utils import ClassConditionMixin, StrictLoadingMixin
+from ..modeling_utils import ClassConditionMixin, ImageTokenPolicyMixin, StrictLoadingMixin, check_context_ids
 from .modeling_var_vqvae import VARVectorQuantizer
 
 
@@ -235,7 +235,7 @@ class VARPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
             init.normal_(module.ada_gss, mean=0.0, std=std)
 
 
-class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
+class VARForClassToImage(ClassConditionMixin, ImageTokenPolicyMixin, VARPreTrainedModel):
     """
     VAR C2I (next-scale prediction) as a VA-π policy.
 
@@ -275,18 +275,11 @@ class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
             usage_buffer=False,
         )
         self.gradient_checkpointing = False
-        # TRL writes pad/eos ids into `model.generation_config`; transformers only creates one for `GenerationMixin`.
-        if getattr(self, "generation_config", None) is None:
-            self.generation_config = GenerationConfig()
+        self._ensure_generation_config()
         _parameters_to_buffers(self.quantize)
         self.post_init()
 
     # ------------------------------------------------------------------ sizes and conditions
-
-    @property
-    def codebook_size(self) -> int:
-        """Number of image-token ids V (`config.vocab_size`)."""
-        return self.config.vocab_size
 
     @property
     def num_image_tokens(self) -> int:
@@ -298,10 +291,6 @@ class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
         """Token-map side per scale, coarse to fine."""
         return list(self.config.patch_nums)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer should see: the transformer (the frozen `quantize` copy is excluded)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
     def get_input_embeddings(self) -> nn.Module:
         """`word_embed`, the projection of the continuous scale inputs (hooks for input gradients attach here)."""
         return self.word_embed
@@ -310,17 +299,6 @@ class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
         self.word_embed = value
 
     # ------------------------------------------------------------------ internals
-
-    def _check_class_labels(self, class_labels: torch.Tensor) -> None:
-        if not isinstance(class_labels, torch.Tensor):
-            raise TypeError(
-                f"`class_labels` must be a LongTensor of shape (batch_size,), got {type(class_labels).__name__}."
-            )
-        if class_labels.dim() != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
-            raise ValueError(
-                f"`class_labels` must be an integer tensor of shape (batch_size,) with ids in "
-                f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
-            )
 
     def _level_position(self, device: torch.device) -> torch.Tensor:
         """`lvl_embed(scale of each position) + pos_1LC`: `(1, L, C)` fp32."""
@@ -399,15 +377,7 @@ class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
             `VAROutput` with `logits` `(batch_size, num_image_tokens, vocab_size)` fp32.
         """
         self._check_class_labels(class_labels)
-        batch, expected = class_labels.shape[0], self.num_image_tokens - 1
-        if not isinstance(context_ids, torch.Tensor) or context_ids.dtype.is_floating_point:
-            got = context_ids.dtype if isinstance(context_ids, torch.Tensor) else type(context_ids).__name__
-            raise TypeError(f"`context_ids` must be an integer tensor, got {got}.")
-        if context_ids.dim() != 2 or tuple(context_ids.shape) != (batch, expected):
-            raise ValueError(
-                f"`context_ids` must have shape (batch_size, num_image_tokens - 1) = ({batch}, {expected}), got "
-                f"{tuple(context_ids.shape)}."
-            )
+        check_context_ids(context_ids, class_labels.shape[0], self.num_image_tokens - 1)
         if cfg_scale != 1.0:
             class_labels = torch.cat((class_labels, self.uncond(class_labels)))
             context_ids = torch.cat((context_ids, context_ids))
@@ -531,11 +501,8 @@ class VARForClassToImage(ClassConditionMixin, VARPreTrainedModel):
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: flat ids in `[0, vocab_size)`, coarse first.
         """
-
-        def choose(index: int, logits: torch.Tensor) -> torch.Tensor:
-            return sample_tokens(logits, temperature, top_k, top_p, generator=generator, greedy=greedy)
-
-        return self._scale_by_scale(class_labels, cfg_scale, choose)[0]
+        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        return self._scale_by_scale(class_labels, cfg_scale, lambda index, logits: draw(logits))[0]
 
 
 __all__ = [
