@@ -135,11 +135,10 @@ def parameter_checksum(model) -> dict[str, str]:
 
 
 def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_args: ModelConfig) -> None:
-    import torch
     from transformers import AutoTokenizer
     from trl import get_peft_config
 
-    from vapi_trl import VAPiTrainer
+    from vapi_trl.commands._common import policy_dtype, run_training
     from vapi_trl.data import load_image_dataset
     from vapi_trl.models import JanusForImageGeneration, janus_image_tokenizer_from_pretrained
 
@@ -155,9 +154,8 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
         image_tokenizer = janus_image_tokenizer_from_pretrained(model_id, revision=model_args.model_revision)
 
     # fp32 master weights by default (bf16 weights cannot hold lr-1e-7 updates); autocast comes from --bf16.
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model = JanusForImageGeneration.from_pretrained(
-        model_id, dtype=dtype, attn_implementation=model_args.attn_implementation, **hub_kwargs
+        model_id, dtype=policy_dtype(model_args), attn_implementation=model_args.attn_implementation, **hub_kwargs
     )
     tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path or model_id, **hub_kwargs)
     model.set_special_token_ids(tokenizer)
@@ -178,17 +176,7 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
         verify_images=script_args.verify_images,
     )
 
-    trainer = VAPiTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        image_tokenizer=image_tokenizer,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    trainer.train()
-
-    if script_args.dump_parameter_checksums:
+    def dump_parameter_checksums(trainer) -> None:
         checksum = parameter_checksum(trainer.accelerator.unwrap_model(trainer.model))
         os.makedirs(training_args.output_dir, exist_ok=True)
         path = os.path.join(
@@ -197,10 +185,16 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
         with open(path, "w") as handle:
             json.dump(checksum, handle, indent=1)
 
-    trainer.save_model(training_args.output_dir)
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    run_training(
+        model,
+        image_tokenizer,
+        dataset,
+        training_args,
+        peft_config=peft_config,
+        processing_class=tokenizer,
+        dataset_name=script_args.dataset_name,
+        after_train=dump_parameter_checksums if script_args.dump_parameter_checksums else None,
+    )
 
 
 if __name__ == "__main__":

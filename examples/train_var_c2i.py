@@ -23,23 +23,22 @@ import sys
 
 from trl import ModelConfig, TrlParser
 
-from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS, C2IScriptArguments, load_c2i_dataset
+from vapi_trl.commands._common import make_train_parser, run_train_command
+from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS, C2IScriptArguments, load_c2i_dataset_from_args
 from vapi_trl.config import VAPiConfig
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
     """`TrlParser((C2IScriptArguments, VAPiConfig, ModelConfig))` with the C2I recipe defaults."""
-    parser = TrlParser((C2IScriptArguments, VAPiConfig, ModelConfig), prog=prog)
-    parser.set_defaults(lora_task_type=None, **{**C2I_RECIPE_DEFAULTS, "output_dir": "var-c2i-va-pi"})
-    return parser
+    defaults = {**C2I_RECIPE_DEFAULTS, "output_dir": "var-c2i-va-pi"}
+    return make_train_parser(None, "train-var-c2i", "", prog, C2IScriptArguments, defaults)
 
 
 def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
     """Load the VAR policy, its tokenizer and the data, train, save the policy and the model card."""
-    import torch
     from trl import get_peft_config
 
-    from vapi_trl import VAPiTrainer
+    from vapi_trl.commands._common import policy_dtype, run_training
     from vapi_trl.models import VARForClassToImage, VARImageTokenizerProcessor
 
     if model_args.model_name_or_path is None:
@@ -47,41 +46,20 @@ def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args
     if script_args.image_tokenizer_path is None:
         raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `vapi-trl convert-var`.")
     image_tokenizer = VARImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    model = VARForClassToImage.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    dataset = load_c2i_dataset(
-        train_dir=script_args.train_dir,
-        dataset_name=script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        image_column=script_args.image_column,
-        label_column=script_args.label_column,
-        config_name=script_args.dataset_config,
-        images_per_class=script_args.images_per_class,
-        subset_seed=script_args.subset_seed,
-        verify_images=script_args.verify_images,
-    )
-    trainer = VAPiTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        image_tokenizer=image_tokenizer,
+    model = VARForClassToImage.from_pretrained(model_args.model_name_or_path, dtype=policy_dtype(model_args))
+    return run_training(
+        model,
+        image_tokenizer,
+        load_c2i_dataset_from_args(script_args),
+        training_args,
         peft_config=get_peft_config(model_args),
+        dataset_name=script_args.dataset_name or script_args.train_dir,
     )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    dataset_name = script_args.dataset_name or script_args.train_dir
-    trainer.create_model_card(dataset_name=dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_name)
-    return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default `sys.argv[1:]`, `--config recipe.yaml` allowed) and train."""
-    parser = make_parser(prog="train_var_c2i.py")
-    script_args, training_args, model_args = parser.parse_args_and_config(sys.argv[1:] if argv is None else list(argv))
-    train(script_args, training_args, model_args)
-    return 0
+    return run_train_command(argv, make_parser(prog="train_var_c2i.py"), train)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import add_conversion_output_arguments, print_written, saved_dtype
+
 
 def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -38,19 +40,7 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
         default=384,
         help="Image side the checkpoint was trained at (256 or 384); sets block_size and the VQ grid (default 384).",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16", "keep"],
-        default="float32",
-        help="dtype of the saved policy weights (default float32; 'keep' keeps the checkpoint's). The VQ stays fp32.",
-    )
-    parser.add_argument(
-        "--no-verify",
-        "--no_verify",
-        dest="verify",
-        action="store_false",
-        help="Skip reloading the written folders to compare every tensor.",
-    )
+    add_conversion_output_arguments(parser)
     gpt = parser.add_argument_group("GPT architecture overrides (over --gpt-model)")
     for flag, dest, kind, text in (
         ("--dim", "hidden_size", int, "model width"),
@@ -81,8 +71,6 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
     from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
 
     gpt_fields = (
@@ -103,7 +91,6 @@ def main(args: argparse.Namespace) -> int:
     vq_overrides = {name: getattr(args, name) for name in vq_fields if getattr(args, name) is not None}
     if "vocab_size" in gpt_overrides and "codebook_size" not in vq_overrides:
         vq_overrides["codebook_size"] = gpt_overrides["vocab_size"]
-    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
     written = convert_llamagen_checkpoints(
         args.out,
         gpt_ckpt=args.gpt_ckpt,
@@ -112,10 +99,8 @@ def main(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         gpt_overrides=gpt_overrides,
         vq_overrides=vq_overrides,
-        dtype=dtype,
+        dtype=saved_dtype(args.dtype),
         verify=args.verify,
         task=None if args.task == "auto" else args.task,
     )
-    for kind, path in written.items():
-        print(f"{kind}: {path}")
-    return 0
+    return print_written(written)

@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import add_conversion_output_arguments, print_written, saved_dtype
+
 
 def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argparse.ArgumentParser:
     """Add the `convert-var` subcommand to `subparsers` and return its parser."""
@@ -31,26 +33,12 @@ def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argpar
         type=int,
         help="Attention heads when the checkpoint has no scale_mul_1H11 to read them from (default: depth).",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16", "keep"],
-        default="float32",
-        help="dtype of the saved policy weights (default float32; 'keep' keeps the checkpoint's). The VQ stays fp32.",
-    )
-    parser.add_argument(
-        "--no-verify",
-        "--no_verify",
-        dest="verify",
-        action="store_false",
-        help="Skip reloading the written folders to compare every tensor.",
-    )
+    add_conversion_output_arguments(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     """Convert the official VAR files named in `args`; returns the exit code."""
-    import torch
-
     from vapi_trl.models.var.convert_var_to_hf import convert_var_checkpoints
 
     written = convert_var_checkpoints(
@@ -59,12 +47,10 @@ def main(args: argparse.Namespace) -> int:
         vae_ckpt=args.vae_ckpt,
         patch_nums=args.patch_nums,
         num_attention_heads=args.num_heads,
-        dtype=None if args.dtype == "keep" else getattr(torch, args.dtype),
+        dtype=saved_dtype(args.dtype),
         verify=args.verify,
     )
-    for kind, path in written.items():
-        print(f"{kind}: {path}")
-    return 0
+    return print_written(written)
 
 
 __all__ = ["main", "make_parser"]

@@ -34,8 +34,9 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser
+from trl import ModelConfig, ScriptArguments
 
+from vapi_trl.commands._common import make_train_parser, policy_dtype, run_train_command, run_training
 from vapi_trl.config import VAPiConfig
 
 # C2I recipe (algorithm.md §3) over VAPiConfig's defaults; `learning_rate` stays required (1e-6 in the recipe).
@@ -111,18 +112,7 @@ def make_parser(subparsers=None, name: str = "train-c2i", help: str = "", prog: 
     The `TrlParser` of the script, with the C2I recipe defaults. With `subparsers` (the `vapi-trl` CLI), registers a
     pass-through subcommand whose arguments are parsed by this `TrlParser` in `main`.
     """
-    if subparsers is not None:
-        # The CLI root is a plain argparse parser; `prefix_chars` that never occur make every token a positional, so
-        # the TrlParser (with `--help` and `--config recipe.yaml`) sees the arguments untouched.
-        parser = subparsers.add_parser(name, help=help, add_help=False, prefix_chars="\x00")
-        parser.add_argument("train_args", nargs="*")
-        return parser
-    parser = TrlParser((C2IScriptArguments, VAPiConfig, ModelConfig), prog=prog)
-    parser.set_defaults(
-        lora_task_type=None,  # a plain PeftModel forwards the policy's own kwargs (no CAUSAL_LM generation wrapper)
-        **C2I_RECIPE_DEFAULTS,
-    )
-    return parser
+    return make_train_parser(subparsers, name, help, prog, C2IScriptArguments, C2I_RECIPE_DEFAULTS)
 
 
 def select_per_class(dataset, images_per_class: int, seed: int = 0, column: str = "class_label"):
@@ -181,25 +171,9 @@ def load_c2i_dataset(
     return dataset
 
 
-def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
-    """Load the policy, tokenizer and data, train, save the policy and the model card; returns the trainer."""
-    import torch
-    from trl import get_peft_config
-
-    from vapi_trl import VAPiTrainer
-    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
-
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
-    if script_args.image_tokenizer_path is None:
-        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
-    image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    # fp32 master weights by default (bf16 weights cannot hold lr-1e-6 updates); autocast comes from --bf16.
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    model = LlamaGenForClassToImage.from_pretrained(
-        model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
-    )
-    dataset = load_c2i_dataset(
+def load_c2i_dataset_from_args(script_args: C2IScriptArguments):
+    """`load_c2i_dataset` with the data options of `script_args` (`C2IScriptArguments`)."""
+    return load_c2i_dataset(
         train_dir=script_args.train_dir,
         dataset_name=script_args.dataset_name,
         split=script_args.dataset_train_split,
@@ -210,20 +184,32 @@ def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args
         subset_seed=script_args.subset_seed,
         verify_images=script_args.verify_images,
     )
-    trainer = VAPiTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        image_tokenizer=image_tokenizer,
-        peft_config=get_peft_config(model_args),
+
+
+def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
+    """Load the policy, tokenizer and data, train, save the policy and the model card; returns the trainer."""
+    from trl import get_peft_config
+
+    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
+    if script_args.image_tokenizer_path is None:
+        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
+    image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
+    model = LlamaGenForClassToImage.from_pretrained(
+        model_args.model_name_or_path,
+        dtype=policy_dtype(model_args),
+        attn_implementation=model_args.attn_implementation,
     )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    dataset_name = script_args.dataset_name or script_args.train_dir
-    trainer.create_model_card(dataset_name=dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_name)
-    return trainer
+    return run_training(
+        model,
+        image_tokenizer,
+        load_c2i_dataset_from_args(script_args),
+        training_args,
+        peft_config=get_peft_config(model_args),
+        dataset_name=script_args.dataset_name or script_args.train_dir,
+    )
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
@@ -231,17 +217,18 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     Entry point of the subcommand and of the example script: `args` is the CLI namespace, an argument list, or
     `None` for `sys.argv[1:]`.
     """
-    if isinstance(args, argparse.Namespace):
-        argv = list(args.train_args)
-    else:
-        argv = sys.argv[1:] if args is None else list(args)
-    parser = make_parser(prog="vapi-trl train-c2i")
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    train(script_args, training_args, model_args)
-    return 0
+    return run_train_command(args, make_parser(prog="vapi-trl train-c2i"), train)
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["C2IScriptArguments", "C2I_RECIPE_DEFAULTS", "load_c2i_dataset", "main", "make_parser", "select_per_class"]
+__all__ = [
+    "C2IScriptArguments",
+    "C2I_RECIPE_DEFAULTS",
+    "load_c2i_dataset",
+    "load_c2i_dataset_from_args",
+    "main",
+    "make_parser",
+    "select_per_class",
+]

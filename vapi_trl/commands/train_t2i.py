@@ -35,32 +35,17 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser
+from trl import ModelConfig, ScriptArguments
 
+from vapi_trl.commands._common import make_train_parser, policy_dtype, run_train_command, run_training
+from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS
 from vapi_trl.config import VAPiConfig
 
-# T2I recipe (algorithm.md §3) over VAPiConfig's defaults; `learning_rate` stays required (1e-6 in the recipe).
+# T2I recipe (algorithm.md §3): the C2I recipe with 200 steps and ξ = 0.5; `learning_rate` stays required (1e-6).
 T2I_RECIPE_DEFAULTS = {
-    "num_generations": 8,
-    "per_device_train_batch_size": 8,
-    "gradient_accumulation_steps": 16,
+    **C2I_RECIPE_DEFAULTS,
     "max_steps": 200,
     "context_noise_prob": 0.5,
-    "lpips_net": "vgg",
-    "pixel_loss": "mse",
-    "cfg_scale": 1.0,
-    "ce_coef": 0.1,
-    "epsilon": 0.2,
-    "temperature": 1.0,
-    "top_k": 0,
-    "top_p": 1.0,
-    "weight_decay": 1e-4,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.999,
-    "max_grad_norm": 1.0,
-    "bf16": True,
-    "ddp_find_unused_parameters": False,
-    "save_strategy": "no",
     "output_dir": "llamagen-t2i-va-pi",
 }
 
@@ -128,14 +113,7 @@ def make_parser(subparsers=None, name: str = "train-t2i", help: str = "", prog: 
     The `TrlParser` of the script, with the T2I recipe defaults. With `subparsers` (the `vapi-trl` CLI), registers a
     pass-through subcommand whose arguments are parsed by this `TrlParser` in `main`.
     """
-    if subparsers is not None:
-        # Every token goes to the TrlParser untouched (same trick as `train-c2i`).
-        parser = subparsers.add_parser(name, help=help, add_help=False, prefix_chars="\x00")
-        parser.add_argument("train_args", nargs="*")
-        return parser
-    parser = TrlParser((T2IScriptArguments, VAPiConfig, ModelConfig), prog=prog)
-    parser.set_defaults(lora_task_type=None, **T2I_RECIPE_DEFAULTS)
-    return parser
+    return make_train_parser(subparsers, name, help, prog, T2IScriptArguments, T2I_RECIPE_DEFAULTS)
 
 
 def _shard_image_column(tar_shards: str) -> str:
@@ -226,10 +204,8 @@ def has_cached_features(dataset) -> bool:
 
 def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
     """Load the policy, tokenizers and data, train, save the policy and the model card; returns the trainer."""
-    import torch
     from trl import get_peft_config
 
-    from vapi_trl import VAPiTrainer
     from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForTextToImage
 
     if model_args.model_name_or_path is None:
@@ -237,10 +213,10 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
     if script_args.image_tokenizer_path is None:
         raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
     image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    # fp32 master weights by default (bf16 weights cannot hold lr-1e-6 updates); autocast comes from --bf16.
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model = LlamaGenForTextToImage.from_pretrained(
-        model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+        model_args.model_name_or_path,
+        dtype=policy_dtype(model_args),
+        attn_implementation=model_args.attn_implementation,
     )
     dataset = load_t2i_dataset(
         dataset_name=script_args.dataset_name,
@@ -259,33 +235,20 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
         text_encoder = load_text_encoder(
             script_args.text_encoder_name_or_path, model.config.cls_token_num, script_args.text_encoder_dtype
         )
-    trainer = VAPiTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        image_tokenizer=image_tokenizer,
-        processing_class=text_encoder,
+    return run_training(
+        model,
+        image_tokenizer,
+        dataset,
+        training_args,
         peft_config=get_peft_config(model_args),
+        processing_class=text_encoder,
+        dataset_name=script_args.dataset_name or script_args.tar_shards,
     )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    dataset_name = script_args.dataset_name or script_args.tar_shards
-    trainer.create_model_card(dataset_name=dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_name)
-    return trainer
 
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Entry point of the subcommand and of the example script: the CLI namespace, an argument list, or `None`."""
-    if isinstance(args, argparse.Namespace):
-        argv = list(args.train_args)
-    else:
-        argv = sys.argv[1:] if args is None else list(args)
-    parser = make_parser(prog="vapi-trl train-t2i")
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    train(script_args, training_args, model_args)
-    return 0
+    return run_train_command(args, make_parser(prog="vapi-trl train-t2i"), train)
 
 
 if __name__ == "__main__":

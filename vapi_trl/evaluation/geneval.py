@@ -19,7 +19,6 @@ setting used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -27,10 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import PIL.Image
 import torch
 
-from .sample import RUN_FILE, to_uint8_images
+from .sample import _autocast, _check_sampling, _save_png, _write_run_file, to_uint8_images
 
 METADATA_FILE = "metadata.jsonl"
 SAMPLES_SUBFOLDER = "samples"
@@ -90,13 +88,7 @@ class GenEvalSettings:
                 setattr(self, key, value)
         if self.num_images < 1 or self.batch_size < 1:
             raise ValueError(f"num_images ({self.num_images}) and batch_size ({self.batch_size}) must be positive.")
-        if self.temperature <= 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(
-                f"Need temperature > 0, top_k >= 0 and top_p in (0, 1]; got temperature={self.temperature}, "
-                f"top_k={self.top_k}, top_p={self.top_p}."
-            )
-        if self.resize is not None and self.resize < 1:
-            raise ValueError(f"resize must be a positive image side or None, got {self.resize}.")
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
         return self
 
 
@@ -144,32 +136,9 @@ def is_prompt_complete(folder: str, num_images: int, grid: bool) -> bool:
     return all(os.path.isfile(os.path.join(folder, name)) for name in files)
 
 
-def _save_png(image: np.ndarray, path: str) -> None:
-    # Write then rename: an interrupted run never leaves a truncated PNG that a resume would take as done.
-    PIL.Image.fromarray(image).save(path + ".tmp", format="PNG")
-    os.replace(path + ".tmp", path)
-
-
 def _grid(images: np.ndarray) -> np.ndarray:
     """uint8 `[N, H, W, 3]` -> one row `[H, N * W, 3]` (GenEval's `grid.png` with the default `--batch_size` rows)."""
     return np.concatenate(list(images), axis=1)
-
-
-def _check_run_file(output_dir: str, record: dict[str, Any]) -> None:
-    path = os.path.join(output_dir, RUN_FILE)
-    if not os.path.isfile(path):
-        return
-    with open(path) as handle:
-        previous = json.load(handle)
-    changed = {
-        key: (previous.get(key), record[key]) for key in _REPRODUCIBILITY_KEYS if previous.get(key) != record[key]
-    }
-    if changed:
-        details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        raise ValueError(
-            f"{output_dir!r} holds GenEval samples made with other settings ({details}). Resuming would mix them: use "
-            "the same settings or another output directory."
-        )
 
 
 @torch.no_grad()
@@ -207,15 +176,11 @@ def sample_geneval(
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     record = {**asdict(settings), "num_prompts": len(metadata), "vapi_trl_version": vapi_trl.__version__}
-    _check_run_file(output_dir, record)
-    with open(os.path.join(output_dir, RUN_FILE), "w") as handle:
-        json.dump(record, handle, indent=2)
+    _write_run_file(output_dir, record, _REPRODUCIBILITY_KEYS, what="GenEval samples")
 
     device = next(policy.parameters()).device
     policy.eval()
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if settings.bf16 else contextlib.nullcontext()
-    )
+    autocast = _autocast(device, settings.bf16)
     generated = skipped = 0
     for index, (line, entry) in enumerate(tqdm(metadata, desc="GenEval prompts", unit="prompt", disable=not progress)):
         folder = prompt_folder(output_dir, index)

@@ -40,6 +40,17 @@ _REPRODUCIBILITY_KEYS = (
 )  # fmt: skip
 
 
+def _check_sampling(temperature: float, top_k: int, top_p: float, resize: int | None) -> None:
+    """Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1] and `resize` is `None` or positive."""
+    if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(
+            f"Need temperature > 0, top_k >= 0 and top_p in (0, 1]; got temperature={temperature}, "
+            f"top_k={top_k}, top_p={top_p}."
+        )
+    if resize is not None and resize < 1:
+        raise ValueError(f"resize must be a positive image side or None, got {resize}.")
+
+
 @dataclass
 class SamplingSettings:
     """
@@ -77,13 +88,7 @@ class SamplingSettings:
             )
         if self.label_scheme not in LABEL_SCHEMES:
             raise ValueError(f"label_scheme must be one of {LABEL_SCHEMES}, got {self.label_scheme!r}.")
-        if self.temperature <= 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(
-                f"Need temperature > 0, top_k >= 0 and top_p in (0, 1]; got temperature={self.temperature}, "
-                f"top_k={self.top_k}, top_p={self.top_p}."
-            )
-        if self.resize is not None and self.resize < 1:
-            raise ValueError(f"resize must be a positive image side or None, got {self.resize}.")
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
 
 
 def sample_labels(num_samples: int, num_classes: int, seed: int, scheme: str = "random") -> torch.LongTensor:
@@ -120,21 +125,35 @@ def png_path(output_dir: str, index: int) -> str:
     return os.path.join(output_dir, f"{index:06d}.png")
 
 
-def _check_run_file(output_dir: str, record: dict[str, Any]) -> None:
+def _write_run_file(output_dir: str, record: dict[str, Any], keys: Sequence[str], what: str = "samples") -> None:
+    """
+    Write `record` to `<output_dir>/run.json`, after refusing (`ValueError`) to resume a run whose existing `run.json`
+    differs on one of `keys` (the settings that change the images; `what` names the samples in the message).
+    """
     path = os.path.join(output_dir, RUN_FILE)
-    if not os.path.isfile(path):
-        return
-    with open(path) as file:
-        previous = json.load(file)
-    changed = {
-        key: (previous.get(key), record[key]) for key in _REPRODUCIBILITY_KEYS if previous.get(key) != record[key]
-    }
-    if changed:
-        details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        raise ValueError(
-            f"{output_dir!r} holds samples made with other settings ({details}). Resuming would mix them: use the "
-            "same settings or another output directory."
-        )
+    if os.path.isfile(path):
+        with open(path) as file:
+            previous = json.load(file)
+        changed = {key: (previous.get(key), record[key]) for key in keys if previous.get(key) != record[key]}
+        if changed:
+            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(
+                f"{output_dir!r} holds {what} made with other settings ({details}). Resuming would mix them: use the "
+                "same settings or another output directory."
+            )
+    with open(path, "w") as file:
+        json.dump(record, file, indent=2)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when `bf16`, else a null context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _save_png(image: np.ndarray, path: str) -> None:
+    # Write then rename: an interrupted run never leaves a truncated PNG that a resume would take as done.
+    PIL.Image.fromarray(image).save(path + ".tmp", format="PNG")
+    os.replace(path + ".tmp", path)
 
 
 @torch.no_grad()
@@ -187,15 +206,11 @@ def sample_class_to_image(
     record = {**asdict(settings), "label_scheme": scheme, "vapi_trl_version": vapi_trl.__version__}
     counts = torch.bincount(labels, minlength=num_classes)
     record["label_counts_min_max"] = [int(counts.min()), int(counts.max())]
-    _check_run_file(output_dir, record)
-    with open(os.path.join(output_dir, RUN_FILE), "w") as file:
-        json.dump(record, file, indent=2)
+    _write_run_file(output_dir, record, _REPRODUCIBILITY_KEYS)
 
     device = next(model.parameters()).device
     model.eval()
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if settings.bf16 else contextlib.nullcontext()
-    )
+    autocast = _autocast(device, settings.bf16)
     num_batches = math.ceil(settings.num_samples / settings.batch_size)
     generated = skipped = 0
     for batch_index in tqdm(range(num_batches), desc="sampling", unit="batch", disable=not progress):
@@ -217,10 +232,7 @@ def sample_class_to_image(
             )
         images = to_uint8_images(image_tokenizer.decode(ids), settings.resize)
         for index, image in zip(indices, images):
-            path = png_path(output_dir, index)
-            # Write then rename, so an interrupted run never leaves a truncated PNG that a resume would skip.
-            PIL.Image.fromarray(image).save(path + ".tmp", format="PNG")
-            os.replace(path + ".tmp", path)
+            _save_png(image, png_path(output_dir, index))
         generated += 1
 
     if write_npz:
