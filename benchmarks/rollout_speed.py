@@ -21,25 +21,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 import torch
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time (s) of `fn()` over `repeats` runs after one warm-up, and its last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+from step_cost import timed  # same folder: the benchmarks share their timing rule
 
 
 def build(config_name: str):

@@ -24,3 +24,17 @@ def test_step_cost_benchmark_runs_and_reports_every_part(tmp_path, monkeypatch):
     # Same objective both ways: the grouped pass only changes the cost.
     assert report["grouped_minus_naive_loss"] < 1e-5
     assert report["num_generations"] == 4 and report["policy_parameters"] > 0
+
+
+@pytest.mark.slow
+def test_rollout_speed_benchmark_runs_on_the_tiny_config(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    sys.modules.pop("rollout_speed", None)
+    import rollout_speed
+
+    path = tmp_path / "rollout.json"
+    report = rollout_speed.main(["--configs", "tiny", "--num-images", "2", "--num-generations", "2", "--repeats", "1",
+                                 "--json", str(path)])  # fmt: skip
+    assert json.loads(path.read_text()) == report
+    text = json.dumps(report)
+    assert "tiny" in text and "grpo" in text.lower()
