@@ -180,6 +180,10 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bo
     )
     policy.train()
     trainer = VAPiTrainer(model=policy, args=args, train_dataset=train_dataset, image_tokenizer=image_tokenizer)
+    if not progress:  # without a progress bar, Trainer prints every log dict instead: the report holds them anyway
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     policy = trainer.policy.eval()
     timings["train_s"] = time.perf_counter() - mark
