@@ -87,3 +87,18 @@ def test_cached_backbone_is_used(tmp_path, monkeypatch):
     model = build_lpips("alex")
     assert torch.equal(model.net.slice1[0].weight, state["features.0.weight"])
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_per_sample_reward_function_matches_grouped_reward(random_lpips):
+    from vapi_trl.rewards import PixelReconstructionRewardFunc
+
+    torch.manual_seed(2)
+    samples = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    targets = torch.rand(2, 3, 32, 32) * 2 - 1
+    reward = PixelReconstructionReward(lpips_model=random_lpips)
+    func = PixelReconstructionRewardFunc(reward)
+    assert func.__name__ == "pixel_reconstruction"
+    values = func(
+        prompts=[0] * 6, completions=list(samples.flatten(0, 1)), target_pixels=list(targets.repeat_interleave(3, 0))
+    )
+    assert torch.allclose(torch.tensor(values).view(2, 3), reward(samples, targets).total, atol=1e-5)

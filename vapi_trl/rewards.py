@@ -181,9 +181,30 @@ class PixelReconstructionReward(nn.Module):
         return torch.cat(distances).view(num_images, num_samples)
 
 
+class PixelReconstructionRewardFunc:
+    """[`PixelReconstructionReward`] as a TRL reward function: `f(prompts, completions, target_pixels, **kw)`.
+
+    `completions` are decoded images `[3, H, W]` and `target_pixels` the original images `[3, H, W]`, both in [-1, 1],
+    one per sample; returns one float per sample. `VAPiTrainer` registers it as its first reward (so GRPO's reward
+    names and `reward_weights` include it) but scores whole groups in batch instead, sharing each image's LPIPS
+    features across its G samples; this per-sample form serves other TRL trainers and tests.
+    """
+
+    __name__ = "pixel_reconstruction"
+
+    def __init__(self, reward: PixelReconstructionReward):
+        self.reward = reward
+
+    def __call__(self, prompts: list, completions: list[torch.Tensor], target_pixels: list, **kwargs) -> list[float]:
+        samples = torch.stack([torch.as_tensor(image) for image in completions])[:, None]
+        targets = torch.stack([torch.as_tensor(image) for image in target_pixels]).to(samples)
+        return self.reward(samples, targets).total[:, 0].tolist()
+
+
 __all__ = [
     "LPIPSWeightsNotFoundError",
     "PixelReconstructionReward",
+    "PixelReconstructionRewardFunc",
     "RewardTerms",
     "build_lpips",
     "ensure_lpips_backbone",

@@ -34,7 +34,7 @@ from .objective import (
     sample_groups,
     token_entropy,
 )
-from .rewards import PixelReconstructionReward, build_lpips
+from .rewards import PixelReconstructionReward, PixelReconstructionRewardFunc, build_lpips
 
 
 logger = logging.getLogger(__name__)
@@ -186,9 +186,21 @@ class VAPiTrainer(GRPOTrainer):
         if args.kl_coef > 0 and peft_config is None and not hasattr(model, "get_base_model"):
             reference = copy.deepcopy(model).eval().requires_grad_(False)
 
+        if lpips_model is None and args.lpips_weight > 0:
+            lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
+        if lpips_model is not None:
+            lpips_model = lpips_model.eval().requires_grad_(False)
+        pixel_reward = PixelReconstructionReward(
+            pixel_loss=args.pixel_loss,
+            pixel_weight=args.pixel_weight,
+            lpips_weight=args.lpips_weight,
+            lpips_model=lpips_model,
+            chunk_size=args.decode_chunk_size,
+        )
+
         super().__init__(
             model=model,
-            reward_funcs=[_pixel_reconstruction, *extra_rewards],
+            reward_funcs=[PixelReconstructionRewardFunc(pixel_reward), *extra_rewards],
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
@@ -210,17 +222,7 @@ class VAPiTrainer(GRPOTrainer):
         # never saved. Every rank holds a full copy.
         self.image_tokenizer = image_tokenizer.to(device)
         self.image_tokenizer.decode_chunk_size = args.decode_chunk_size
-        if lpips_model is None and args.lpips_weight > 0:
-            lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
-        if lpips_model is not None:
-            lpips_model = lpips_model.to(device).eval().requires_grad_(False)
-        self.pixel_reward = PixelReconstructionReward(
-            pixel_loss=args.pixel_loss,
-            pixel_weight=args.pixel_weight,
-            lpips_weight=args.lpips_weight,
-            lpips_model=lpips_model,
-            chunk_size=args.decode_chunk_size,
-        )
+        self.pixel_reward = pixel_reward.to(device)
         self.extra_reward_funcs = extra_rewards
         self.ref_model = None
         if args.kl_coef > 0 and reference is not None:
@@ -597,15 +599,6 @@ def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
         *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last],
         "",
     ]
-
-
-def _pixel_reconstruction(prompts, completions, **kwargs) -> list[float]:
-    # Placeholder entry so that GRPOTrainer's reward bookkeeping (names, weights) includes the intrinsic reward; the
-    # trainer computes it in batch with `PixelReconstructionReward` and never calls this function.
-    raise RuntimeError("The pixel-reconstruction reward is computed by VAPiTrainer, not through this function.")
-
-
-_pixel_reconstruction.__name__ = "pixel_reconstruction"
 
 
 class _NonFiniteStepGuard(TrainerCallback):
