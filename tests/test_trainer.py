@@ -349,3 +349,9 @@ def test_lpips_model_can_be_injected(tmp_path, tiny_policy, tiny_image_tokenizer
         lpips_model=lpips_model,
     )
     assert trainer.pixel_reward.lpips_model is lpips_model
+
+
+def test_bf16_defaults_to_what_the_machine_supports(tmp_path):
+    args = VAPiConfig(output_dir=str(tmp_path), learning_rate=1e-6, per_device_train_batch_size=8)
+    expected = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert args.bf16 is expected  # TRL's default (bf16 whenever fp16 is off) would fail here on a CPU machine

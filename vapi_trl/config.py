@@ -76,6 +76,7 @@ class VAPiConfig(GRPOConfig):
     > - `learning_rate`: no default; set it explicitly (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro).
     > - `gradient_checkpointing`: defaults to `None` (off).
     > - `lr_scheduler_type`: defaults to `"constant"` (the recipes use no schedule and no warmup).
+    > - `bf16`: defaults to True only where the accelerator supports bf16 (TRL: whenever fp16 is off).
     > - `logging_steps`: defaults to `1`.
     """
 
@@ -160,6 +161,10 @@ class VAPiConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        if self.bf16 is None:
+            # TRL turns bf16 on whenever fp16 is off, which fails on machines without bf16 support; VA-π's tiny and CPU
+            # runs are common (demo, tests), so bf16 defaults to "on where the accelerator supports it".
+            self.bf16 = not self.fp16 and not self.use_cpu and _bf16_supported()
         if self.learning_rate is None:
             raise ValueError(
                 "VAPiConfig needs an explicit `learning_rate` (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro)."
@@ -249,6 +254,12 @@ class VAPiConfig(GRPOConfig):
     def images_per_device_batch(self) -> int:
         """Number of source images (groups of G rows) in one per-device micro-batch."""
         return self.per_device_train_batch_size // self.num_generations
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 __all__ = ["VAPiConfig"]
