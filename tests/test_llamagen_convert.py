@@ -82,14 +82,14 @@ def official_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) 
     return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
 
 
-def official_forward(sd: dict[str, torch.Tensor], labels: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced training forward of official `Transformer` (dropouts off): logits `[B, N, V]`."""
+def official_decoder(
+    sd: dict[str, torch.Tensor], h: torch.Tensor, cls_token_num: int = 1, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Official `Transformer` layers, norm and head on the input embeddings `h` `[B, L, D]` (condition slots first,
+    dropouts off); causal unless `attn_mask` is given. Returns logits `[B, N, V]` read from `cls_token_num - 1`."""
     head_dim, kv_dim = DIM // N_HEAD, N_KV_HEAD * (DIM // N_HEAD)
-    h = torch.cat(
-        [sd["cls_embedding.embedding_table.weight"][labels][:, None], sd["tok_embeddings.weight"][context]], 1
-    )
     bsz, seqlen, _ = h.shape
-    freqs_cis = official_freqs_cis_2d(GRID, head_dim)[:seqlen]
+    freqs_cis = official_freqs_cis_2d(GRID, head_dim, cls_token_num=cls_token_num)[:seqlen]
     for i in range(N_LAYER):
         x = official_rms_norm(h, sd[f"layers.{i}.attention_norm.weight"])
         xq, xk, xv = (x @ sd[f"layers.{i}.attention.wqkv.weight"].T).split([DIM, kv_dim, kv_dim], dim=-1)
@@ -98,13 +98,21 @@ def official_forward(sd: dict[str, torch.Tensor], labels: torch.Tensor, context:
         xv = xv.view(bsz, seqlen, N_KV_HEAD, head_dim).transpose(1, 2)
         xk = xk.repeat_interleave(N_HEAD // N_KV_HEAD, dim=1)
         xv = xv.repeat_interleave(N_HEAD // N_KV_HEAD, dim=1)
-        out = F.scaled_dot_product_attention(xq, xk, xv, is_causal=True)
+        out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=attn_mask, is_causal=attn_mask is None)
         h = h + out.transpose(1, 2).reshape(bsz, seqlen, DIM) @ sd[f"layers.{i}.attention.wo.weight"].T
         x = official_rms_norm(h, sd[f"layers.{i}.ffn_norm.weight"])
         ffn = F.silu(x @ sd[f"layers.{i}.feed_forward.w1.weight"].T) * (x @ sd[f"layers.{i}.feed_forward.w3.weight"].T)
         h = h + ffn @ sd[f"layers.{i}.feed_forward.w2.weight"].T
     h = official_rms_norm(h, sd["norm.weight"])
-    return (h @ sd["output.weight"].T).float()[:, 1 - 1 :]  # cls_token_num - 1 = 0
+    return (h @ sd["output.weight"].T).float()[:, cls_token_num - 1 :]
+
+
+def official_forward(sd: dict[str, torch.Tensor], labels: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced training forward of official `Transformer` (c2i, dropouts off): logits `[B, N, V]`."""
+    h = torch.cat(
+        [sd["cls_embedding.embedding_table.weight"][labels][:, None], sd["tok_embeddings.weight"][context]], 1
+    )
+    return official_decoder(sd, h)
 
 
 # ---------------------------------------------------------------- official VQ layout, from vq_model.py

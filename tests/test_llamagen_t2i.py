@@ -23,10 +23,8 @@ from tests.test_llamagen_convert import (
     N_KV_HEAD,
     N_LAYER,
     VOCAB,
-    official_apply_rotary_emb,
-    official_freqs_cis_2d,
+    official_decoder,
     official_gpt_state_dict,
-    official_rms_norm,
 )
 from vapi_trl.models import LlamaGenForTextToImage, T5CaptionEncoder
 from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
@@ -53,7 +51,6 @@ def official_t2i_forward(
 ) -> torch.Tensor:
     """Official `Transformer.forward` (t2i, dropouts off) with the training/`generate` mask: `tril`, padded caption
     columns zeroed, diagonal set. Returns logits `[B, N, V]` read from position `cls_token_num - 1`."""
-    head_dim, kv_dim = DIM // N_HEAD, N_KV_HEAD * (DIM // N_HEAD)
     fc1, fc2 = sd["cls_embedding.cap_proj.fc1.weight"], sd["cls_embedding.cap_proj.fc2.weight"]
     cond = F.gelu(caption @ fc1.T, approximate="tanh") @ fc2.T
     h = torch.cat([cond, sd["tok_embeddings.weight"][context]], 1)
@@ -62,22 +59,7 @@ def official_t2i_forward(
     mask[:, :, :SLOTS] = mask[:, :, :SLOTS] * emb_mask[:, None, :]
     eye = torch.eye(seqlen)
     mask = (mask * (1 - eye) + eye).bool()[:, None]
-    freqs_cis = official_freqs_cis_2d(GRID, head_dim, cls_token_num=SLOTS)[:seqlen]
-    for i in range(N_LAYER):
-        x = official_rms_norm(h, sd[f"layers.{i}.attention_norm.weight"])
-        xq, xk, xv = (x @ sd[f"layers.{i}.attention.wqkv.weight"].T).split([DIM, kv_dim, kv_dim], dim=-1)
-        xq = official_apply_rotary_emb(xq.view(bsz, seqlen, N_HEAD, head_dim), freqs_cis).transpose(1, 2)
-        xk = official_apply_rotary_emb(xk.view(bsz, seqlen, N_KV_HEAD, head_dim), freqs_cis).transpose(1, 2)
-        xv = xv.view(bsz, seqlen, N_KV_HEAD, head_dim).transpose(1, 2)
-        xk = xk.repeat_interleave(N_HEAD // N_KV_HEAD, dim=1)
-        xv = xv.repeat_interleave(N_HEAD // N_KV_HEAD, dim=1)
-        out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=mask)
-        h = h + out.transpose(1, 2).reshape(bsz, seqlen, DIM) @ sd[f"layers.{i}.attention.wo.weight"].T
-        x = official_rms_norm(h, sd[f"layers.{i}.ffn_norm.weight"])
-        ffn = F.silu(x @ sd[f"layers.{i}.feed_forward.w1.weight"].T) * (x @ sd[f"layers.{i}.feed_forward.w3.weight"].T)
-        h = h + ffn @ sd[f"layers.{i}.feed_forward.w2.weight"].T
-    h = official_rms_norm(h, sd["norm.weight"])
-    return (h @ sd["output.weight"].T).float()[:, SLOTS - 1 :]
+    return official_decoder(sd, h, cls_token_num=SLOTS, attn_mask=mask)
 
 
 def random_captions(batch_size: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
