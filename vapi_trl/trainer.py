@@ -329,7 +329,7 @@ class VAPiTrainer(GRPOTrainer):
         decoded = decoded.view(*completion_ids.shape[:2], *decoded.shape[1:])
         with profiling_context(self, "pixel_reward"):
             terms = self.pixel_reward(decoded, target_pixels)
-        rewards = self._combine_rewards(terms.total, rows, inputs, decoded, completion_ids, condition)
+        rewards = self._combine_rewards(terms.total, inputs, decoded, completion_ids)
         advantages = group_advantages(rewards, std_eps=args.adv_std_eps, clip=args.adv_clip)
         advantages = torch.where(valid[:, None], advantages, torch.zeros_like(advantages))
         if not torch.isfinite(rewards).all():
@@ -363,7 +363,7 @@ class VAPiTrainer(GRPOTrainer):
         log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
         return gather_sample_log_probs(log_probs, completion_ids)
 
-    def _combine_rewards(self, pixel_reward, rows, inputs, decoded, completion_ids, condition) -> torch.Tensor:
+    def _combine_rewards(self, pixel_reward, inputs, decoded, completion_ids) -> torch.Tensor:
         """Weighted sum `[U, G]` of the pixel reward and the extra reward functions (TRL convention)."""
         weights = self.reward_weights.to(pixel_reward.device)
         total = weights[0] * pixel_reward
