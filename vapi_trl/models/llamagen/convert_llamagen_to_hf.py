@@ -366,54 +366,36 @@ def _cast(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> 
     return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state_dict.items()}
 
 
-def build_llamagen_c2i(
+def build_llamagen_policy(
     state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig, dtype: torch.dtype | None = torch.float32
-) -> LlamaGenForClassToImage:
+) -> LlamaGenForClassToImage | LlamaGenForTextToImage:
     """
-    Official C2I GPT state dict -> `LlamaGenForClassToImage` (eval mode), loaded strictly without a random init.
+    Official GPT state dict -> the policy of `config.task` (`LlamaGenForClassToImage` for c2i,
+    `LlamaGenForTextToImage` for t2i), in eval mode, loaded strictly without a random init.
 
     Args:
         state_dict: the official keys (`load_official_checkpoint`).
-        config: the architecture (`llamagen_gpt_config`).
-        dtype: cast floating weights to this dtype; `None` keeps the checkpoint's.
+        config: the architecture (`llamagen_gpt_config(..., task=...)`).
+        dtype: cast floating weights (and T2I's `uncond_embedding` buffer) to this dtype; `None` keeps the
+            checkpoint's.
     """
     converted = _cast(convert_llamagen_gpt_state_dict(state_dict, config), dtype)
     if dtype is not None:
         config.dtype = dtype
+    text_to_image = config.task == "t2i"
     with torch.device("meta"):
-        model = LlamaGenForClassToImage(config)
+        model = LlamaGenForTextToImage(config) if text_to_image else LlamaGenForClassToImage(config)
+    if text_to_image:
+        condition = f"{config.cls_token_num} caption slots of width {config.caption_dim}"
+        preset = "--gpt-model preset (GPT-XL for t2i_XL_*.pt) or set --dim/--n-layer/--n-head/--vocab-size"
+    else:
+        condition = f"{config.num_classes} classes"
+        preset = "--gpt-model preset or set --dim/--n-layer/--n-head/--vocab-size/--num-classes"
     hint = (
         f"The checkpoint has {_describe_gpt_shapes(state_dict)}; the config has {config.num_hidden_layers} layers, "
-        f"dim {config.hidden_size}, vocab {config.vocab_size}, {config.num_classes} classes. Pick the matching "
-        "--gpt-model preset or set --dim/--n-layer/--n-head/--vocab-size/--num-classes."
+        f"dim {config.hidden_size}, vocab {config.vocab_size}, {condition}. Pick the matching {preset}."
     )
-    load_state_dict_strict(model, converted, "LlamaGen GPT", hint)
-    return model.eval()
-
-
-def build_llamagen_t2i(
-    state_dict: Mapping[str, torch.Tensor], config: LlamaGenConfig, dtype: torch.dtype | None = torch.float32
-) -> LlamaGenForTextToImage:
-    """
-    Official T2I GPT state dict -> `LlamaGenForTextToImage` (eval mode), loaded strictly without a random init.
-
-    Args:
-        state_dict: the official keys (`load_official_checkpoint`).
-        config: the architecture (`llamagen_gpt_config(..., task="t2i")`).
-        dtype: cast floating weights (and the `uncond_embedding` buffer) to this dtype; `None` keeps the checkpoint's.
-    """
-    converted = _cast(convert_llamagen_gpt_state_dict(state_dict, config), dtype)
-    if dtype is not None:
-        config.dtype = dtype
-    with torch.device("meta"):
-        model = LlamaGenForTextToImage(config)
-    hint = (
-        f"The checkpoint has {_describe_gpt_shapes(state_dict)}; the config has {config.num_hidden_layers} layers, "
-        f"dim {config.hidden_size}, vocab {config.vocab_size}, {config.cls_token_num} caption slots of width "
-        f"{config.caption_dim}. Pick the matching --gpt-model preset (GPT-XL for t2i_XL_*.pt) or set "
-        "--dim/--n-layer/--n-head/--vocab-size."
-    )
-    load_state_dict_strict(model, converted, "LlamaGen T2I GPT", hint)
+    load_state_dict_strict(model, converted, "LlamaGen T2I GPT" if text_to_image else "LlamaGen GPT", hint)
     return model.eval()
 
 
@@ -494,8 +476,7 @@ def convert_llamagen_checkpoints(
                 f"The GPT vocabulary ({config.vocab_size}) differs from the VQ codebook ({vq_config.num_embeddings});"
                 " set --vocab-size and --codebook-size to the same value."
             )
-        build = build_llamagen_t2i if config.task == "t2i" else build_llamagen_c2i
-        model = build(state_dict, config, dtype=dtype)
+        model = build_llamagen_policy(state_dict, config, dtype=dtype)
         del state_dict
         model.config.name_or_path = os.path.basename(os.fspath(gpt_ckpt))
         path = os.path.join(output_dir, POLICY_SUBFOLDER)
@@ -527,8 +508,7 @@ def _check_same(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch
 __all__ = [
     "IMAGE_TOKENIZER_SUBFOLDER",
     "POLICY_SUBFOLDER",
-    "build_llamagen_c2i",
-    "build_llamagen_t2i",
+    "build_llamagen_policy",
     "build_llamagen_vq",
     "convert_llamagen_checkpoints",
     "convert_llamagen_gpt_state_dict",
