@@ -15,7 +15,7 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         "--model",
         dest="model_name_or_path",
         required=True,
-        help="Policy folder (LlamaGenForClassToImage), e.g. OUT/policy from convert-llamagen.",
+        help="Class-conditional policy folder (LlamaGen C2I or VAR), e.g. OUT/policy of convert-llamagen.",
     )
     parser.add_argument(
         "--image_tokenizer_path",
