@@ -14,6 +14,34 @@ from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
 
+# --- Portable float comparisons -------------------------------------------------------------------------------------
+# Two float32 computations of the same quantity that are batched, chunked or blocked differently (a 2B CFG batch, a
+# KV-cache step, a chunked decode, another thread count) differ by a few ulps of the LARGEST term they sum, which
+# depends on the CPU's kernels. Tolerances are therefore relative to the magnitude of what is compared, never fixed
+# absolute values or `torch.equal` (issue 12).
+
+
+def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4, msg: str | None = None) -> None:
+    """`assert_close` with `atol = rel · max|expected|` and `rtol = rel`."""
+    expected = torch.as_tensor(expected)
+    scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(
+        torch.as_tensor(actual), expected, rtol=rel, atol=rel * max(scale, 1e-12), msg=msg
+    )
+
+
+def assert_argmax_agrees(scores: torch.Tensor, ids: torch.Tensor, rel: float = 1e-4) -> None:
+    """`ids` `[...]` are the argmax of `scores` `[..., K]` up to near-ties: where they differ from `scores.argmax(-1)`,
+    the chosen score is within `rel · max|scores|` of the maximum (a tie decided by rounding). At least 95% of the
+    positions must agree exactly, so the check cannot pass vacuously."""
+    scores = scores.detach().float()
+    picked = scores.gather(-1, ids[..., None].long()).squeeze(-1)
+    gap = scores.max(-1).values - picked
+    tolerance = rel * scores.abs().max().item()
+    assert (gap <= tolerance).all(), f"ids differ from the argmax by up to {gap.max().item():.3g} > {tolerance:.3g}"
+    assert (scores.argmax(-1) == ids).float().mean().item() >= 0.95, "fewer than 95% of the ids are the exact argmax"
+
+
 def tiny_vq_config(codebook_size: int = 64, num_patches: int = 4):
     """A ~1M-parameter JanusVQVAE config: 3 downsamplings, 32 px images → a 4×4 token grid (N = 16).
 

@@ -11,6 +11,9 @@ from vapi_trl.models.llamagen import (
     permute_half_to_interleaved,
     permute_interleaved_to_half,
 )
+from .conftest import assert_argmax_agrees, assert_close_scaled
+
+pytestmark = pytest.mark.numerics
 
 
 def tiny_config(**overrides) -> LlamaGenConfig:
@@ -137,12 +140,12 @@ class TestRope:
         )
         # Rotated vectors are the official ones with each head's dims reordered to the half-split layout.
         q_off_perm = permute_interleaved_to_half(q_off.reshape(batch * seq_len, -1).T, n_head).T
-        torch.testing.assert_close(q_hf.transpose(1, 2).reshape(batch * seq_len, -1), q_off_perm, rtol=0, atol=1e-5)
+        assert_close_scaled(q_hf.transpose(1, 2).reshape(batch * seq_len, -1), q_off_perm)
         assert torch.all(q_hf[:, :, :cls_token_num] == 0) and torch.all(k_hf[:, :, :cls_token_num] == 0)
         # Hence identical attention scores.
         scores_off = torch.einsum("bqhd,bkhd->bhqk", q_off, k_off)
         scores_hf = torch.einsum("bhqd,bhkd->bhqk", q_hf, k_hf)
-        torch.testing.assert_close(scores_hf, scores_off, rtol=1e-5, atol=1e-4)
+        assert_close_scaled(scores_hf, scores_off)
 
     def test_permutation_helpers(self):
         weight = torch.arange(2 * 8 * 3, dtype=torch.float32).view(16, 3)
@@ -176,7 +179,7 @@ class TestModel:
             logits = tiny_model(class_labels, context_ids, cfg_scale=cfg_scale).logits
         assert logits.shape == (3, 16, 64) and logits.dtype == torch.float32
         stepwise = tiny_model.stepwise_logits(class_labels, context_ids, cfg_scale=cfg_scale)
-        torch.testing.assert_close(logits, stepwise, rtol=0, atol=1e-5)
+        assert_close_scaled(logits, stepwise)
 
     def test_cfg_formula(self, tiny_model, batch):
         class_labels, context_ids = batch
@@ -184,7 +187,7 @@ class TestModel:
             cond = tiny_model(class_labels, context_ids).logits
             uncond = tiny_model(tiny_model.uncond(class_labels), context_ids).logits
             guided = tiny_model(class_labels, context_ids, cfg_scale=2.5).logits
-        torch.testing.assert_close(guided, uncond + 2.5 * (cond - uncond), rtol=1e-5, atol=1e-5)
+        assert_close_scaled(guided, uncond + 2.5 * (cond - uncond))
 
     def test_logit_t_ignores_context_from_t(self, tiny_model, batch):
         class_labels, context_ids = batch
@@ -192,7 +195,7 @@ class TestModel:
         changed[:, 7:] = (changed[:, 7:] + 1) % 64
         with torch.no_grad():
             a, b = tiny_model(class_labels, context_ids).logits, tiny_model(class_labels, changed).logits
-        torch.testing.assert_close(a[:, :8], b[:, :8], rtol=0, atol=1e-6)
+        assert_close_scaled(a[:, :8], b[:, :8])
         assert not torch.allclose(a[:, 8:], b[:, 8:])
 
     def test_class_slot_only(self, tiny_model, batch):
@@ -201,7 +204,7 @@ class TestModel:
             first = tiny_model(class_labels).logits
             full = tiny_model(class_labels, context_ids).logits
         assert first.shape == (3, 1, 64)
-        torch.testing.assert_close(first, full[:, :1], rtol=0, atol=1e-6)
+        assert_close_scaled(first, full[:, :1])
 
     def test_bad_inputs(self, tiny_model, batch):
         class_labels, context_ids = batch
@@ -221,7 +224,7 @@ class TestModel:
         assert ids.shape == (3, 16) and ids.dtype == torch.long
         with torch.no_grad():
             logits = tiny_model(class_labels, ids[:, :-1], cfg_scale=cfg_scale).logits
-        assert torch.equal(logits.argmax(-1), ids)
+        assert_argmax_agrees(logits, ids)
 
     def test_sample_is_reproducible_with_generator(self, tiny_model):
         class_labels = torch.tensor([2, 4])

@@ -16,6 +16,10 @@ from vapi_trl.models.llamagen.convert_llamagen_to_hf import (
     load_official_checkpoint,
 )
 
+from .conftest import assert_close_scaled
+
+pytestmark = pytest.mark.numerics
+
 # Tiny official GPT: dim 32, 4 query heads, 2 KV heads (GQA), head_dim 8, FFN 64, 4x4 grid, 10 classes.
 DIM, N_LAYER, N_HEAD, N_KV_HEAD, FFN, VOCAB, CLASSES, GRID = 32, 2, 4, 2, 64, 64, 10, 4
 GPT_OVERRIDES = dict(
@@ -216,7 +220,7 @@ def test_gpt_conversion_matches_official_forward(tmp_path, layout):
         ours = model(class_labels=labels, context_ids=context).logits
     reference = official_forward(sd, labels, context)
     assert ours.shape == reference.shape == (3, GRID * GRID, VOCAB)
-    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert_close_scaled(ours, reference)
 
 
 def test_gpt_conversion_kv_cache_matches_teacher_forcing(tmp_path):
@@ -226,9 +230,7 @@ def test_gpt_conversion_kv_cache_matches_teacher_forcing(tmp_path):
     model = LlamaGenForClassToImage.from_pretrained(written["policy"]).eval()
     labels, ids = torch.tensor([1, 2]), torch.randint(0, VOCAB, (2, GRID * GRID - 1))
     with torch.no_grad():
-        torch.testing.assert_close(
-            model.stepwise_logits(labels, ids), model(class_labels=labels, context_ids=ids).logits, atol=1e-5, rtol=0
-        )
+        assert_close_scaled(model.stepwise_logits(labels, ids), model(class_labels=labels, context_ids=ids).logits)
 
 
 def test_preset_config_and_block_size():

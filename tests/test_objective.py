@@ -18,6 +18,8 @@ from vapi_trl.objective import (
     token_entropy,
 )
 
+pytestmark = pytest.mark.numerics
+
 
 FAST = settings(max_examples=30, deadline=None)
 

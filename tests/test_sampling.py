@@ -5,6 +5,8 @@ import torch
 
 from vapi_trl.sampling import apply_cfg, sample_tokens, top_k_top_p_filter
 
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture
 def logits() -> torch.Tensor:

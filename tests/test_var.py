@@ -21,7 +21,9 @@ from vapi_trl.models.var.convert_var_to_hf import (
 )
 from vapi_trl.objective import corrupt_context
 
-from .conftest import make_image_dataset
+from .conftest import assert_argmax_agrees, assert_close_scaled, make_image_dataset
+
+pytestmark = pytest.mark.numerics
 
 PATCH_NUMS = (1, 2, 3, 4)
 NUM_TOKENS = 30
@@ -89,7 +91,7 @@ def test_tokenizer_sizes_and_round_trip_shapes(tokenizer):
     assert decoded.abs().max() > 1, "the tiny random decoder overshoots [-1, 1]: decode must not clamp"
     tokenizer.decode_chunk_size = 1
     try:
-        assert torch.allclose(tokenizer.decode(ids), decoded, atol=1e-5)  # batch-size-dependent conv rounding
+        assert_close_scaled(tokenizer.decode(ids), decoded)  # batch-size-dependent conv rounding
     finally:
         tokenizer.decode_chunk_size = 32
     tokenizer.check_compatible(CODEBOOK, NUM_TOKENS)
@@ -154,7 +156,7 @@ def test_teacher_forced_logits_equal_scale_by_scale_sampler(policy, cfg_scale):
     labels, ids = torch.tensor([1, 3, 7]), random_ids()
     teacher_forced = policy(labels, ids[:, :-1], cfg_scale=cfg_scale).logits
     sampler = policy.stepwise_logits(labels, ids, cfg_scale=cfg_scale)
-    torch.testing.assert_close(teacher_forced, sampler, atol=2e-5, rtol=1e-5)
+    assert_close_scaled(teacher_forced, sampler)
 
 
 def test_greedy_sampling_reproduces_teacher_forced_argmax(policy):
@@ -163,7 +165,7 @@ def test_greedy_sampling_reproduces_teacher_forced_argmax(policy):
         ids = policy.sample(labels, cfg_scale=cfg_scale, greedy=True)
         assert ids.shape == (3, NUM_TOKENS)
         logits = policy(labels, ids[:, :-1], cfg_scale=cfg_scale).logits
-        assert torch.equal(logits.argmax(-1), ids)
+        assert_argmax_agrees(logits, ids)
 
 
 def test_sampling_is_seeded_and_filters_apply(policy):
@@ -185,9 +187,10 @@ def test_cfg_follows_vars_linear_ramp_over_scales(policy):
     # VAR: t = cfg · si / (S − 1), logits = (1 + t)·c − t·u with cfg = cfg_scale − 1 = 1.5.
     for position, scale in enumerate(levels.tolist()):
         t = 1.5 * scale / (len(PATCH_NUMS) - 1)
-        torch.testing.assert_close(guided[:, position], (1 + t) * cond[:, position] - t * uncond[:, position])
+        assert_close_scaled(guided[:, position], (1 + t) * cond[:, position] - t * uncond[:, position])
     assert cfg_ramp(2.5, 4) == [0.0, 0.5, 1.0, 1.5] and cfg_ramp(1.0, 4) == [0.0] * 4
-    assert torch.equal(guided[:, 0], cond[:, 0]), "the first scale is never guided"
+    # the first scale is never guided (the 2B CFG batch rounds differently: compare to the magnitude)
+    assert_close_scaled(guided[:, 0], cond[:, 0], rel=1e-5)
 
 
 def test_logits_of_a_scale_depend_only_on_earlier_scales(policy):
@@ -199,7 +202,7 @@ def test_logits_of_a_scale_depend_only_on_earlier_scales(policy):
         changed = ids.clone()
         changed[:, starts[scale] : starts[scale + 1]] = (changed[:, starts[scale] : starts[scale + 1]] + 1) % CODEBOOK
         logits = policy(labels, changed[:, :-1]).logits
-        assert torch.equal(logits[:, : starts[scale + 1]], base[:, : starts[scale + 1]]), f"scale {scale} leaks"
+        assert_close_scaled(logits[:, : starts[scale + 1]], base[:, : starts[scale + 1]], msg=f"scale {scale} leaks")
         if scale < len(PATCH_NUMS) - 1:
             assert not torch.allclose(logits[:, starts[scale + 1] :], base[:, starts[scale + 1] :])
     # The trainer's flat corruption of the first L − 1 ids is the per-scale corruption of the maps the input reads.
@@ -249,7 +252,7 @@ def test_convert_official_files_round_trip(tmp_path, tokenizer, attn_l2_norm):
     converted = VARForClassToImage.from_pretrained(written["policy"])
     assert converted.config.attn_l2_norm is attn_l2_norm and converted.config.patch_nums == list(PATCH_NUMS)
     labels, ids = torch.tensor([1, 6]), random_ids(2)
-    torch.testing.assert_close(converted(labels, ids[:, :-1]).logits, policy(labels, ids[:, :-1]).logits)
+    assert_close_scaled(converted(labels, ids[:, :-1]).logits, policy(labels, ids[:, :-1]).logits)
     reloaded_tokenizer = AutoProcessor.from_pretrained(written["image_tokenizer"])
     pixels = torch.rand(2, 3, 8, 8) * 2 - 1
     assert torch.equal(reloaded_tokenizer.encode(pixels), tokenizer.encode(pixels))
