@@ -27,6 +27,7 @@ from datasets import Dataset
 from PIL import Image
 
 from vapi_trl import VAPiConfig, VAPiTrainer
+from vapi_trl.dropout import dropout_disabled, eval_mode
 from vapi_trl.models import ImageTokenizerProcessor, LlamaGenConfig, LlamaGenForClassToImage
 from vapi_trl.objective import ce_prior, clipped_surrogate, corrupt_context, filtered_log_probs, sample_groups
 from vapi_trl.rewards import lpips_backbone_path
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             output_dir=output_dir, learning_rate=1e-6, per_device_train_batch_size=U * G, num_generations=G,
             bf16=args.bf16, report_to="none", lpips_net=args.lpips_net, lpips_random_backbone=not lpips_pretrained,
             use_cpu=device.type == "cpu", context_noise_prob=0.5,
+            loss_forward_mode="eval",  # deterministic, so that the grouped and naive losses can be compared
         )  # fmt: skip
         labels = [u % policy.config.num_classes for u in range(U)]
         # The trainer is built for its loss and reward code; the benchmark feeds tensors directly, not this dataset.
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     context = corrupt_context(target_ids, 0.5, policy.codebook_size)
 
     def sampling_forward():
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), eval_mode(model), autocast():
             return model(class_labels=labels, context_ids=context).logits
 
     figures["sampling_forward_s"], logits = timed(sampling_forward, args.repeats)
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         total = 0.0
         for u in range(U):
             for g in range(G):
-                with autocast():
+                with autocast(), dropout_disabled(model):
                     row_logits = model(class_labels=labels[u : u + 1], context_ids=context[u : u + 1]).logits
                 new = filtered_log_probs(row_logits).gather(-1, samples[u : u + 1, g, :, None])[..., 0]
                 policy_loss, _ = clipped_surrogate(

@@ -78,6 +78,7 @@ def test_resume_skips_finished_batches_and_rejects_other_settings(tmp_path, tiny
 
 def test_cfg_scale_one_equals_no_guidance(tiny_policy):
     labels, context = torch.tensor([1, 4]), torch.randint(0, 64, (2, 15))
+    tiny_policy.eval()  # sampling-time forwards: no dropout
     with torch.no_grad():
         plain = tiny_policy(class_labels=labels, context_ids=context).logits
         # Just above 1 runs the batched cond/null branch; the guided logits must collapse onto the conditional ones.

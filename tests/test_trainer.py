@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from vapi_trl import VAPiConfig, VAPiTrainer
+from vapi_trl.dropout import dropout_disabled, eval_mode
 from vapi_trl.models import LlamaGenForClassToImage
 from vapi_trl.objective import ce_prior, clipped_surrogate, filtered_log_probs
 from vapi_trl.rewards import build_lpips
@@ -96,6 +97,7 @@ def test_train_updates_policy_only_and_checkpoints_reload(tmp_path, tiny_policy,
     reloaded = LlamaGenForClassToImage.from_pretrained(checkpoint)
     labels = torch.tensor([1, 2])
     context = torch.randint(0, 64, (2, 15))
+    trainer.model.eval()  # `train()` leaves the policy in train mode, where dropout is live
     with torch.no_grad():
         expected = trainer.model(class_labels=labels, context_ids=context).logits
         assert torch.equal(reloaded(class_labels=labels, context_ids=context).logits, expected)
@@ -125,9 +127,11 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_image_t
 
 
 def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_image_tokenizer):
-    """One forward per image for its G samples equals G separate forwards (the official formulation)."""
+    """One forward per image for its G samples equals G separate forwards (the official formulation), exactly where
+    both are deterministic (eval loss mode); the train-mode (dropout) case is `test_dropout_equivalence.py`."""
     trainer = make_trainer(
-        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=4, per_device_train_batch_size=8
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=4, per_device_train_batch_size=8,
+        loss_forward_mode="eval",
     )
     rows = [row for row in make_image_dataset(2) for _ in range(4)]
     trainer.model.train()
@@ -144,18 +148,18 @@ def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_i
     model.zero_grad()
     num_images, group, _ = inputs["completion_ids"].shape
     total = 0.0
-    for u in range(num_images):
-        for g in range(group):
+    for u, g in ((u, g) for u in range(num_images) for g in range(group)):
+        with dropout_disabled(model):
             logits = model(
                 class_labels=inputs["class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
             ).logits
-            new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
-            policy_loss, _ = clipped_surrogate(
-                new[:, None],
-                inputs["old_per_token_logps"][u : u + 1, g : g + 1],
-                inputs["advantages"][u : u + 1, g : g + 1],
-            )
-            total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
+        new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
+        policy_loss, _ = clipped_surrogate(
+            new[:, None],
+            inputs["old_per_token_logps"][u : u + 1, g : g + 1],
+            inputs["advantages"][u : u + 1, g : g + 1],
+        )
+        total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
     naive = total / (num_images * group) / trainer.args.gradient_accumulation_steps
     naive.backward()
 
@@ -188,7 +192,8 @@ def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, t
     assert inputs["completion_ids"].shape == (2, 3, 16)
     assert inputs["context_ids"].shape == (2, 15) and inputs["target_ids"].shape == (2, 16)
     assert inputs["advantages"].shape == (2, 3)
-    with torch.no_grad():
+    assert trainer.model.training  # as under `train()`: sampling must still run in eval mode
+    with torch.no_grad(), eval_mode(trainer.model):
         logits = trainer.model(class_labels=inputs["class_labels"], context_ids=inputs["context_ids"]).logits
     expected = filtered_log_probs(logits).gather(-1, inputs["completion_ids"].transpose(1, 2)).transpose(1, 2)
     assert_close_scaled(inputs["old_per_token_logps"], expected)
@@ -197,7 +202,8 @@ def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, t
 
 def test_num_iterations_replays_buffer_with_clipping(tmp_path, tiny_policy, tiny_image_tokenizer):
     trainer = make_trainer(
-        tmp_path, tiny_policy, tiny_image_tokenizer, num_iterations=2, max_steps=2, learning_rate=0.05
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_iterations=2, max_steps=2, learning_rate=0.05,
+        loss_forward_mode="eval",
     )
     trainer.train()
     ratios = [(e["ratio/min"], e["ratio/max"]) for e in trainer.state.log_history if "ratio/min" in e]
@@ -255,6 +261,29 @@ def test_lora_trains_adapters_only(tmp_path, tiny_policy, tiny_image_tokenizer):
             assert torch.equal(param, base[original]), f"base weight {name} changed under LoRA"
 
 
+@pytest.mark.parametrize("loss_forward_mode", ["eval", "train"])
+def test_lora_policy_samples_in_eval_mode(tmp_path, tiny_policy, tiny_image_tokenizer, loss_forward_mode):
+    """Sampling runs with every dropout off (LoRA dropout included): in eval loss mode the first-pass ratio is exactly 1;
+    in train loss mode the loss forward carries the policy's dropout and the ratio moves off 1."""
+    from peft import LoraConfig
+
+    trainer = VAPiTrainer(
+        model=tiny_policy,
+        args=make_args(tmp_path, max_steps=2, learning_rate=0.05, loss_forward_mode=loss_forward_mode),
+        train_dataset=make_image_dataset(),
+        image_tokenizer=tiny_image_tokenizer,
+        peft_config=LoraConfig(task_type=None, r=4, lora_alpha=8, lora_dropout=0.5, target_modules=["q_proj"]),
+    )
+    trainer.train()
+    ratios = [(e["ratio/min"], e["ratio/max"]) for e in trainer.state.log_history if "ratio/min" in e]
+    assert len(ratios) == 2
+    for low, high in ratios:
+        if loss_forward_mode == "eval":
+            assert low == 1.0 and high == 1.0
+        else:
+            assert low < 0.99 and high > 1.01
+
+
 def test_kl_reference_built_only_when_enabled(tmp_path, tiny_policy, tiny_image_tokenizer):
     trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, max_steps=1)
     assert trainer.ref_model is None
@@ -270,7 +299,7 @@ def test_kl_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, tiny_pol
 
     trainer = VAPiTrainer(
         model=tiny_policy,
-        args=make_args(tmp_path, max_steps=2, learning_rate=0.05, kl_coef=0.1),
+        args=make_args(tmp_path, max_steps=2, learning_rate=0.05, kl_coef=0.1, loss_forward_mode="eval"),
         train_dataset=make_image_dataset(),
         image_tokenizer=tiny_image_tokenizer,
         peft_config=LoraConfig(task_type=None, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),

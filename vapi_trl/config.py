@@ -25,9 +25,16 @@ class VAPiConfig(GRPOConfig):
             ξ, the probability that each context token is replaced by a uniformly random code before the
             teacher-forced pass. Drawn once per image and shared by its G samples and by the CE prior. Recipes: 0.0
             (LlamaGen C2I launcher), 0.5 (paper, LlamaGen T2I), 1.0 (Janus-Pro).
+        loss_forward_mode (`str`, *optional*, defaults to `"train"`):
+            Mode of the policy in the loss forward. `"train"` (official launchers): the policy's own dropout and
+            condition dropout are active in the loss forward only (LlamaGen: dropout 0.1 on embeddings, attention
+            output and FFN, and 10%% label/caption dropout), so the PPO ratio carries dropout noise and the null
+            condition receives gradient. `"eval"`: every dropout layer is off in the loss forward (deterministic; the
+            first-pass ratio is exactly 1). Sampling always runs in eval mode, whatever this is.
         label_dropout (`float`, *optional*, defaults to `0.0`):
-            Probability of replacing an image's condition (class label or caption) by the null condition, drawn once
-            per image. The official trainer drops 10%% of labels; VA-π keeps the forwards deterministic by default.
+            Extra condition dropout applied by the trainer to the loss forward only, in `loss_forward_mode="train"`:
+            the probability of replacing an image's condition by the null condition, drawn once per image. For
+            families without their own (Janus, VAR); LlamaGen drops labels itself (`config.class_dropout_prob`).
         cfg_scale (`float`, *optional*, defaults to `1.0`):
             Classifier-free guidance scale of the training forwards; 1.0 disables guidance (recipe value).
 
@@ -78,6 +85,11 @@ class VAPiConfig(GRPOConfig):
     > - `lr_scheduler_type`: defaults to `"constant"` (the recipes use no schedule and no warmup).
     > - `bf16`: defaults to True only where the accelerator supports bf16 (TRL: whenever fp16 is off).
     > - `logging_steps`: defaults to `1`.
+    > - `weight_decay`: defaults to `1e-4` (LlamaGen and Janus-Pro launchers; transformers exempts biases and norm
+    >   weights, as the official runs). `adam_beta1`/`adam_beta2` (0.9/0.999) and `max_grad_norm` (1.0) keep TRL's
+    >   defaults, which are the launchers' values.
+    > - `context_noise_prob` (ξ) defaults to the paper's 0.5, not to the C2I launcher's 0.0 (the launcher omits
+    >   `--use-token-noise`): the paper recommends 0.5 and the T2I launcher uses it; `vapi-trl train-c2i` pins 0.0.
     """
 
     learning_rate: float | None = field(
@@ -96,6 +108,10 @@ class VAPiConfig(GRPOConfig):
         default=1,
         metadata={"help": "Log every X updates steps. A float in (0, 1) is a ratio of total training steps."},
     )
+    weight_decay: float = field(
+        default=1e-4,
+        metadata={"help": "AdamW weight decay (biases and norm weights exempt); 1e-4 in the official launchers."},
+    )
 
     # Parameters that control the teacher-forcing context
     context_noise_prob: float = field(
@@ -105,9 +121,20 @@ class VAPiConfig(GRPOConfig):
             "image. Recipes: 0.0 (LlamaGen C2I), 0.5 (paper, LlamaGen T2I), 1.0 (Janus-Pro)."
         },
     )
+    loss_forward_mode: str = field(
+        default="train",
+        metadata={
+            "help": "Policy mode in the loss forward: 'train' (official: the model's dropout and condition dropout "
+            "active) or 'eval' (deterministic). Sampling always runs in eval mode.",
+            "choices": ["train", "eval"],
+        },
+    )
     label_dropout: float = field(
         default=0.0,
-        metadata={"help": "Probability of replacing an image's class label or caption by the null condition."},
+        metadata={
+            "help": "Extra trainer-side condition dropout in the loss forward ('train' loss mode only), for families "
+            "without their own (LlamaGen uses config.class_dropout_prob)."
+        },
     )
     cfg_scale: float = field(
         default=1.0,
@@ -176,6 +203,11 @@ class VAPiConfig(GRPOConfig):
             raise ValueError(f"context_noise_prob (ξ) must be in [0, 1], got {self.context_noise_prob}.")
         if not 0.0 <= self.label_dropout <= 1.0:
             raise ValueError(f"label_dropout must be in [0, 1], got {self.label_dropout}.")
+        if self.loss_forward_mode not in ("train", "eval"):
+            raise ValueError(
+                f"loss_forward_mode must be 'train' (official launchers: dropout active in the loss forward) or 'eval' "
+                f"(deterministic), got {self.loss_forward_mode!r}."
+            )
         if self.pixel_loss not in ("mse", "l1"):
             raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {self.pixel_loss!r}.")
         if self.lpips_net not in ("vgg", "alex"):

@@ -1,6 +1,7 @@
 """VA-π trainer: TRL's GRPOTrainer with teacher-forced sampling and pixel-reconstruction rewards."""
 
 import copy
+import contextlib
 import io
 import logging
 import math
@@ -23,6 +24,7 @@ from trl.trainer.utils import get_config_model_id
 
 from .checkpoints import last_complete_checkpoint
 from .config import VAPiConfig
+from .dropout import dropout_disabled, eval_mode
 from .objective import (
     ce_prior,
     clipped_surrogate,
@@ -243,13 +245,10 @@ class VAPiTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def _condition(self, rows: list[dict[str, Any]], mode: str) -> dict[str, torch.Tensor]:
-        """Policy keyword arguments for the condition of each image (e.g. `class_labels` `[U]`), from the policy."""
-        policy = self.policy
-        condition = policy.prepare_condition(rows, processing_class=self._text_processor)
-        if mode == "train" and self.args.label_dropout > 0:
-            drop = torch.rand(len(rows), device=self.accelerator.device) < self.args.label_dropout
-            condition = policy.drop_condition(condition, drop)
+    def _condition(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Policy keyword arguments for the condition of each image (e.g. `class_labels` `[U]`), from the policy.
+        Never dropped here: condition dropout belongs to the loss forward (`_compute_loss`), never to sampling."""
+        condition = self.policy.prepare_condition(rows, processing_class=self._text_processor)
         return {key: value.to(self.accelerator.device) for key, value in condition.items()}
 
     def _targets(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -307,10 +306,16 @@ class VAPiTrainer(GRPOTrainer):
         args = self.args
 
         target_pixels, target_ids, valid = self._targets(rows)
-        condition = self._condition(rows, mode)
+        condition = self._condition(rows)
         context_ids = corrupt_context(target_ids, args.context_noise_prob, policy.codebook_size)
 
-        with torch.no_grad(), self.accelerator.autocast(), profiling_context(self, "sampling_forward"):
+        # Sampling runs in eval mode (no dropout of any kind), whatever the loss forward does (issue 12).
+        with (
+            torch.no_grad(),
+            eval_mode(self.model),
+            self.accelerator.autocast(),
+            profiling_context(self, "sampling_forward"),
+        ):
             logits = self.model(**condition, context_ids=context_ids, cfg_scale=args.cfg_scale).logits
             if torch.isfinite(logits).all():
                 log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
@@ -354,7 +359,7 @@ class VAPiTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _reference_log_probs(self, condition, context_ids, completion_ids) -> torch.Tensor:
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), eval_mode(self.model):
             if self.ref_model is not None:
                 logits = self.ref_model(**condition, context_ids=context_ids, cfg_scale=self.args.cfg_scale).logits
             else:
@@ -417,20 +422,34 @@ class VAPiTrainer(GRPOTrainer):
         args = self.args
         mode = "train" if self.model.training else "eval"
         condition = {key: value for key, value in inputs.items() if key not in _STEP_KEYS}
-        logits = model(**condition, context_ids=inputs["context_ids"], cfg_scale=args.cfg_scale).logits
+        train_forward = args.loss_forward_mode == "train"
+        if mode == "train" and train_forward and args.label_dropout > 0:
+            # One draw per image: the G samples of an image share its loss forward, hence its condition.
+            drop = torch.rand(inputs["context_ids"].shape[0], device=inputs["context_ids"].device) < args.label_dropout
+            condition = self.policy.drop_condition(condition, drop)
+        # "train": the policy's own dropout is live (the model is in train mode under `Trainer.train`); one dropout
+        # mask per image serves its G samples, with the same expected gradient as the official G independent masks.
+        with contextlib.nullcontext() if train_forward else dropout_disabled(model):
+            logits = model(**condition, context_ids=inputs["context_ids"], cfg_scale=args.cfg_scale).logits
         log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
         new_logps = gather_sample_log_probs(log_probs, inputs["completion_ids"])
-        policy_loss, stats = clipped_surrogate(
-            new_logps, inputs["old_per_token_logps"], inputs["advantages"], self.epsilon_low, self.epsilon_high
-        )
+        old_logps, advantages, target_ids = inputs["old_per_token_logps"], inputs["advantages"], inputs["target_ids"]
+        ref_logps = inputs.get("ref_per_token_logps")
         valid = inputs.get("valid")
-        if valid is None or valid.all():
-            ce = ce_prior(logits, inputs["target_ids"])
-        else:  # images that failed to decode have stand-in targets: keep them out of the prior
-            ce = ce_prior(logits[valid], inputs["target_ids"][valid]) if valid.any() else logits.sum() * 0.0
+        none_valid = valid is not None and not valid.any()
+        if valid is not None and not valid.all() and not none_valid:
+            # Images that failed to decode have stand-in targets: their groups leave the surrogate's numerator AND
+            # its denominator, and the prior.
+            logits, new_logps, old_logps = logits[valid], new_logps[valid], old_logps[valid]
+            advantages, target_ids = advantages[valid], target_ids[valid]
+            ref_logps = ref_logps[valid] if ref_logps is not None else None
+        policy_loss, stats = clipped_surrogate(new_logps, old_logps, advantages, self.epsilon_low, self.epsilon_high)
+        ce = ce_prior(logits, target_ids)
+        if none_valid:  # still computed, so that every process takes part in the same collectives below
+            policy_loss, ce = policy_loss * 0.0, ce * 0.0
         loss = policy_loss + args.ce_coef * ce
         if args.kl_coef > 0:
-            kl = k3_kl(new_logps, inputs["ref_per_token_logps"])
+            kl = k3_kl(new_logps, ref_logps) * (0.0 if none_valid else 1.0)
             loss = loss + args.kl_coef * kl
             self._metrics[mode]["kl"].append(gather(kl.detach().reshape(1)).mean().item())
 

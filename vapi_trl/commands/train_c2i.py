@@ -3,7 +3,8 @@
 
 Defaults follow the official C2I launcher (algorithm.md §3): G = 8 samples per image, context noise ξ = 0.0 (the
 launcher omits `--use-token-noise`; the paper recommends 0.5, set `--context_noise_prob 0.5`), reward −(MSE +
-LPIPS-VGG), CE prior 0.1, clip 0.2, no CFG, AdamW betas (0.9, 0.999) with weight decay 1e-4 (transformers exempts
+LPIPS-VGG), CE prior 0.1, clip 0.2, no CFG, the loss forward in train mode (the model's dropout 0.1 and 10% label
+dropout; sampling in eval mode), AdamW betas (0.9, 0.999) with weight decay 1e-4 (transformers exempts
 biases and norm weights, as the official run), grad-norm clip 1.0, constant LR, 100 steps, bf16 autocast over fp32
 master weights. One micro-batch is one image × G rows (`per_device_train_batch_size 8`); the recipe's 128 images per
 step are 8 GPUs × GA 16. The learning rate has no default: the recipe uses **1e-6**.
@@ -46,6 +47,7 @@ C2I_RECIPE_DEFAULTS = {
     "gradient_accumulation_steps": 16,
     "max_steps": 100,
     "context_noise_prob": 0.0,
+    "loss_forward_mode": "train",  # official launchers: dropout 0.1 and 10% label dropout in the loss forward
     "lpips_net": "vgg",
     "pixel_loss": "mse",
     "cfg_scale": 1.0,

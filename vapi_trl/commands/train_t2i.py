@@ -2,8 +2,9 @@
 `vapi-trl train-t2i` (and `examples/train_llamagen_t2i.py`): VA-π post-training of a converted LlamaGen T2I policy.
 
 Defaults follow the official LlamaGen T2I launcher (algorithm.md §3): G = 8 samples per image, context noise ξ = 0.5,
-reward −(MSE + LPIPS-VGG), CE prior 0.1, clip 0.2, no CFG, no caption dropout (the official trainer drops 10% of
-captions in train mode; VA-π keeps the passes deterministic, `--label_dropout 0.1` restores it), AdamW betas (0.9,
+reward −(MSE + LPIPS-VGG), CE prior 0.1, clip 0.2, no CFG, the loss forward in train mode as the official trainer
+(dropout 0.1 and 10% caption dropout from the policy config; sampling in eval mode; `--loss_forward_mode eval` makes
+the passes deterministic), AdamW betas (0.9,
 0.999) with weight decay 1e-4, grad-norm clip 1.0, constant LR, 200 steps, bf16 autocast over fp32 master weights. One
 micro-batch is one image × G rows (`per_device_train_batch_size 8`); the recipe's 128 images per step are 8 GPUs × GA
 16. The learning rate has no default: the recipe uses **1e-6**.

@@ -76,6 +76,22 @@ def check_context_ids(context_ids: torch.Tensor, batch_size: int, expected: int,
         )
 
 
+class ConditionDropout(nn.Dropout):
+    """Classifier-free-guidance condition dropout: in train mode, each row's condition is replaced by the null
+    condition with probability `p`, one draw per row (official LlamaGen `LabelEmbedder.token_drop`).
+
+    A `nn.Dropout` subclass, so whatever switches dropout off (`eval()`, TRL's `disable_dropout`, VAPiTrainer's
+    `loss_forward_mode="eval"`) switches condition dropout off too.
+    """
+
+    def forward(self, condition: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+        """`condition` `(batch_size, ...)` with the rows drawn for dropout replaced by `null` (broadcastable)."""
+        if not self.training or self.p == 0:
+            return condition
+        drop = torch.rand(condition.shape[0], device=condition.device) < self.p
+        return torch.where(drop.view(-1, *[1] * (condition.dim() - 1)), null, condition)
+
+
 class ClassConditionMixin:
     """The condition interface VAPiTrainer uses, for class-conditional policies (`config.num_classes` real classes;
     id `num_classes` is the null class of classifier-free guidance)."""
@@ -122,4 +138,4 @@ class ClassConditionMixin:
         return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
 
 
-__all__ = ["ClassConditionMixin", "ImageTokenPolicyMixin", "StrictLoadingMixin", "check_context_ids"]
+__all__ = ["ClassConditionMixin", "ConditionDropout", "ImageTokenPolicyMixin", "StrictLoadingMixin", "check_context_ids"]

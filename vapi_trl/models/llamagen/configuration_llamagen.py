@@ -76,9 +76,21 @@ class LlamaGenConfig(PreTrainedConfig):
             token); official T2I uses 120.
         caption_dim (`int`, *optional*, defaults to `2048`):
             Width of the caption features (flan-T5-XL) for T2I; unused by C2I.
-        class_dropout_prob (`float`, *optional*, defaults to `0.0`):
-            Probability of replacing the condition with the null condition during training, in `[0, 1)`. Read by the
-            trainer; the model's forward never drops labels.
+        class_dropout_prob (`float`, *optional*, defaults to `0.1`):
+            Probability, in `[0, 1)`, that the forward replaces a row's condition (class label, or caption features)
+            by the null condition, drawn once per row, in train mode only (official `LabelEmbedder.token_drop` /
+            `CaptionEmbedder.token_drop`). Sampling and `eval()` never drop.
+
+        > Parameters that control dropout (official `ModelArgs` names and defaults; active in train mode only)
+
+        token_dropout_p (`float`, *optional*, defaults to `0.1`):
+            Dropout on the input embeddings (condition slots and image ids), official `tok_dropout`.
+        attn_dropout_p (`float`, *optional*, defaults to `0.0`):
+            Dropout on the attention probabilities.
+        resid_dropout_p (`float`, *optional*, defaults to `0.1`):
+            Dropout on the attention output projection (official `resid_dropout` after `wo`).
+        ffn_dropout_p (`float`, *optional*, defaults to `0.1`):
+            Dropout on the SwiGLU output (official `ffn_dropout` after `w2`).
     """
 
     model_type: ClassVar[str] = "vapi_llamagen"
@@ -104,7 +116,13 @@ class LlamaGenConfig(PreTrainedConfig):
     num_classes: int = 1000
     cls_token_num: int = 1
     caption_dim: int = 2048
-    class_dropout_prob: float | int = 0.0
+    class_dropout_prob: float | int = 0.1
+
+    # Parameters that control dropout
+    token_dropout_p: float | int = 0.1
+    attn_dropout_p: float | int = 0.0
+    resid_dropout_p: float | int = 0.1
+    ffn_dropout_p: float | int = 0.1
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.num_key_value_heads is None:
@@ -151,8 +169,12 @@ class LlamaGenConfig(PreTrainedConfig):
                 f"`cls_token_num` must be 1 for task='c2i' (the class embedder yields a single token), got "
                 f"{self.cls_token_num}."
             )
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"`class_dropout_prob` must lie in [0, 1), got {self.class_dropout_prob}.")
+        for name in ("class_dropout_prob", "token_dropout_p", "attn_dropout_p", "resid_dropout_p", "ffn_dropout_p"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"`{name}` must lie in [0, 1), got {getattr(self, name)}; 0 disables it (official value: "
+                    f"{0.0 if name == 'attn_dropout_p' else 0.1})."
+                )
         if self.rope_theta <= 0:
             raise ValueError(f"`rope_theta` must be positive, got {self.rope_theta}.")
 
@@ -204,7 +226,7 @@ class LlamaGenConfig(PreTrainedConfig):
             rms_norm_eps=self.rms_norm_eps,
             rope_parameters={"rope_type": "default", "rope_theta": float(self.rope_theta)},
             attention_bias=False,
-            attention_dropout=0.0,
+            attention_dropout=float(self.attn_dropout_p),
             mlp_bias=False,
             tie_word_embeddings=False,
             pad_token_id=None,

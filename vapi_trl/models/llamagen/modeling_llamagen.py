@@ -7,6 +7,10 @@ Port of FoundationVision/LlamaGen `autoregressive/models/gpt.py`. Parameter name
 `feed_forward.w1/w3/w2` → `mlp.gate_proj/up_proj/down_proj`, `attention_norm` → `input_layernorm`, `ffn_norm` →
 `post_attention_layernorm`, `norm` → `model.norm`, `output` → `lm_head`, `cls_embedding.embedding_table` →
 `class_embed`.
+
+Dropout follows the official model (train mode only): `token_dropout_p` on the input embeddings, `resid_dropout_p` on
+the attention output, `ffn_dropout_p` on the SwiGLU output, `attn_dropout_p` on the attention probabilities and
+`class_dropout_prob` on the condition. No parameter is added: checkpoints keep the same keys.
 """
 
 from dataclasses import dataclass
@@ -16,10 +20,17 @@ import torch
 from torch import nn
 from transformers import DynamicCache, LlamaModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP
 from transformers.utils import ModelOutput
 
 from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
-from ..modeling_utils import ClassConditionMixin, ImageTokenPolicyMixin, StrictLoadingMixin, check_context_ids
+from ..modeling_utils import (
+    ClassConditionMixin,
+    ConditionDropout,
+    ImageTokenPolicyMixin,
+    StrictLoadingMixin,
+    check_context_ids,
+)
 from .configuration_llamagen import LlamaGenConfig
 
 
@@ -110,6 +121,29 @@ class LlamaGen2DRotaryEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, grid_size={self.grid_size}, cls_token_num={self.cls_token_num}"
 
 
+class LlamaGenAttention(LlamaAttention):
+    """`LlamaAttention` followed by the official residual dropout on its output (`resid_dropout` after `wo`)."""
+
+    def __init__(self, config, layer_idx: int, resid_dropout_p: float) -> None:
+        super().__init__(config, layer_idx)
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = super().forward(*args, **kwargs)
+        return self.resid_dropout(attn_output), attn_weights
+
+
+class LlamaGenMLP(LlamaMLP):
+    """`LlamaMLP` (SwiGLU) followed by the official `ffn_dropout` after `w2`."""
+
+    def __init__(self, config, ffn_dropout_p: float) -> None:
+        super().__init__(config)
+        self.ffn_dropout = nn.Dropout(ffn_dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_dropout(super().forward(x))
+
+
 @dataclass
 class LlamaGenOutput(ModelOutput):
     """
@@ -153,6 +187,12 @@ class _LlamaGenImageModel(ImageTokenPolicyMixin, LlamaGenPreTrainedModel):
         backbone_config = config.to_llama_config()
         backbone_config._attn_implementation = config._attn_implementation
         self.model = LlamaModel(backbone_config)
+        # The official residual and FFN dropout sit inside the block; swapping in subclasses keeps the parameter names.
+        for index, layer in enumerate(self.model.layers):
+            layer.self_attn = LlamaGenAttention(backbone_config, index, float(config.resid_dropout_p))
+            layer.mlp = LlamaGenMLP(backbone_config, float(config.ffn_dropout_p))
+        self.token_dropout = nn.Dropout(float(config.token_dropout_p))
+        self.condition_dropout = ConditionDropout(float(config.class_dropout_prob))
         self.model.rotary_emb = LlamaGen2DRotaryEmbedding(
             head_dim=config.head_dim,
             grid_size=config.grid_size,
@@ -205,6 +245,7 @@ class _LlamaGenImageModel(ImageTokenPolicyMixin, LlamaGenPreTrainedModel):
         past_key_values: DynamicCache | None = None,
     ) -> torch.Tensor:
         """Hidden states of positions `[start, start + L)`: causal attention, under `key_mask` `(B, K)` when given."""
+        inputs_embeds = self.token_dropout(inputs_embeds)
         length = inputs_embeds.shape[1]
         position_ids = torch.arange(start, start + length, device=inputs_embeds.device).unsqueeze(0)
         attention_mask = None if key_mask is None else self._attention_mask(key_mask, start, length, inputs_embeds.dtype)
@@ -322,6 +363,7 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
         """
         self._check_class_labels(class_labels)
         context_ids = self._context_ids(context_ids, class_labels, cfg_scale, "the class slot")
+        class_labels = self.condition_dropout(class_labels, self.uncond(class_labels))  # train mode only
         if cfg_scale != 1.0:
             class_labels = torch.cat((class_labels, self.uncond(class_labels)))
         inputs_embeds = torch.cat(
@@ -557,6 +599,7 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
         """
         self._check_caption(caption_embeds, caption_mask)
         context_ids = self._context_ids(context_ids, caption_mask, cfg_scale, "the caption slots")
+        caption_embeds = self.condition_dropout(caption_embeds, self.uncond(caption_embeds))  # train mode only
         caption_embeds, caption_mask = self._with_uncond(caption_embeds, caption_mask, cfg_scale)
         inputs_embeds = torch.cat(
             (self._caption_inputs(caption_embeds), self.model.embed_tokens(context_ids)), dim=1
