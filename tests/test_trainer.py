@@ -386,3 +386,20 @@ def test_bf16_defaults_to_what_the_machine_supports(tmp_path):
     args = VAPiConfig(output_dir=str(tmp_path), learning_rate=1e-6, per_device_train_batch_size=8)
     expected = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     assert args.bf16 is expected  # TRL's default (bf16 whenever fp16 is off) would fail here on a CPU machine
+
+
+def test_groups_of_undecodable_images_leave_numerator_and_denominator(tmp_path, tiny_policy, tiny_image_tokenizer):
+    """A failed image's group changes nothing: the loss over [valid, failed] equals the loss over [valid] alone."""
+    trainer = make_trainer(
+        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=2, per_device_train_batch_size=4,
+        loss_forward_mode="eval",
+    )  # fmt: skip
+    inputs = trainer._generate_and_score_completions([row for row in make_image_dataset(2) for _ in range(2)])
+    inputs["advantages"] = torch.tensor([[1.0, -1.0], [3.0, -3.0]])
+    inputs["valid"] = torch.tensor([True, False])
+    alone = {key: value[:1] for key, value in inputs.items()}
+    alone["valid"] = torch.tensor([True])
+    torch.testing.assert_close(trainer._compute_loss(trainer.model, inputs), trainer._compute_loss(trainer.model, alone))
+    inputs["valid"] = torch.tensor([False, False])
+    loss = trainer._compute_loss(trainer.model, inputs)
+    assert loss.item() == 0.0 and loss.requires_grad

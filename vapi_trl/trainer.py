@@ -80,7 +80,11 @@ class VAPiTrainer(GRPOTrainer):
     policy = LlamaGenForClassToImage.from_pretrained("path/to/llamagen-c2i")
     image_tokenizer = ImageTokenizerProcessor.from_pretrained("path/to/vq-tokenizer")
     dataset = load_dataset("imagefolder", data_dir="train/")["train"].rename_column("label", "class_label")
-    args = VAPiConfig(output_dir="out", learning_rate=1e-6, per_device_train_batch_size=16, num_generations=8)
+    # LlamaGen C2I recipe per GPU: one image × G = 8 samples per micro-batch, 16 accumulation steps, 100 steps.
+    args = VAPiConfig(
+        output_dir="out", learning_rate=1e-6, per_device_train_batch_size=8, num_generations=8,
+        gradient_accumulation_steps=16, max_steps=100, context_noise_prob=0.0, loss_forward_mode="train",
+    )
     trainer = VAPiTrainer(model=policy, args=args, train_dataset=dataset, image_tokenizer=image_tokenizer)
     trainer.train()
     ```

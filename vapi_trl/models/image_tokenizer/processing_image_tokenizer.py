@@ -28,6 +28,8 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ProcessorMixin
 
+from .image_transforms import center_crop_arr, normalize_to_pixel_values
+
 
 VQ_MODEL_SUBFOLDER = "vq_model"
 
@@ -94,6 +96,21 @@ def check_decode_chunk_size(decode_chunk_size: Any) -> None:
     """Raise a `ValueError` unless `decode_chunk_size` is a positive int."""
     if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
         raise ValueError(f"`decode_chunk_size` must be a positive int, got {decode_chunk_size!r}.")
+
+
+def _rgb_pil_image(image: PIL.Image.Image | np.ndarray | torch.Tensor, index: int) -> PIL.Image.Image:
+    """A validated raw image (PIL, uint8 numpy `[H, W(, C)]` or uint8 tensor `[C, H, W]`) as an RGB PIL image: RGBA
+    and LA are composited on white (as transformers' `convert_to_rgb`), other modes converted by PIL."""
+    if isinstance(image, torch.Tensor):
+        image = image.permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
+    if min(image.size) == 0:
+        raise ValueError(f"Image {index} is empty ({image.size[0]}x{image.size[1]} pixels).")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
 
 
 def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -375,8 +392,9 @@ class ImageTokenizerProcessor(ProcessorMixin):
 
     def preprocess(self, images: Any) -> torch.FloatTensor:
         """
-        Images -> pixel values `[B, 3, image_size, image_size]`, float32 in [-1, 1] (RGB, shortest edge resized with
-        bicubic, center crop, Normalize(0.5, 0.5)).
+        Images -> pixel values `[B, 3, image_size, image_size]`, float32 in [-1, 1]: RGB, ADM's `center_crop_arr`
+        (BOX halving while the short side is ≥ 2·image_size, BICUBIC to image_size, center crop; the official
+        preprocessing, bit for bit), then `(x / 255 − 0.5) / 0.5`.
 
         Accepts:
             - a PIL image or a list of them, any mode (`L`, `P`, `RGBA` composited on white, 16-bit `I;16` scaled to
@@ -414,8 +432,12 @@ class ImageTokenizerProcessor(ProcessorMixin):
         if len(images) == 0:
             raise ValueError("`images` is empty.")
         prepared = [self._prepare_image(image, index) for index, image in enumerate(images)]
-        pixel_values = self.image_processor(prepared, return_tensors="pt")["pixel_values"]
-        return pixel_values.to(torch.float32)
+        # ADM's center crop (issue 12), exactly as the official training images and FID references; the image
+        # processor supplies the RGB conversion and the normalisation constants.
+        arrays = [center_crop_arr(_rgb_pil_image(image, index), self.image_size) for index, image in enumerate(prepared)]
+        return normalize_to_pixel_values(
+            arrays, list(self.image_processor.image_mean), list(self.image_processor.image_std)
+        )
 
     def _prepare_image(self, image: Any, index: int) -> PIL.Image.Image | np.ndarray | torch.Tensor:
         """Validate one raw image and fix what the image processor gets wrong (high bit depth PIL modes)."""

@@ -175,8 +175,9 @@ class VARConfig(PreTrainedConfig):
         patch_nums (`list[int]`, *optional*, defaults to `[1, 2, 3, 4, 5, 6, 8, 10, 13, 16]`):
             Token-map side per scale, coarse to fine; `sum(pn²)` tokens per image.
         cond_drop_rate (`float`, *optional*, defaults to `0.0`):
-            Label dropout of the official training forward (0.1 there, applied even in eval mode). Read by the
-            trainer config only; the forward here never drops labels.
+            Label dropout of the official training forward (0.1 there, applied even in eval mode). Recorded for
+            reference; the forward here never drops labels: set `VAPiConfig.label_dropout` to reproduce it in the
+            loss forward.
 
         > Parameters of the frozen quantizer copy (must match the tokenizer)
 
