@@ -145,3 +145,21 @@ def test_dropout_lives_in_train_mode_only_and_labels_drop_to_null():
             assert (is_null | is_clean).all()
             dropped += int(is_null.sum())
     assert 0.05 < dropped / 400 < 0.16  # class_dropout_prob = 0.1
+
+
+def test_presets_conversion_and_saved_configs_keep_the_official_dropout(tmp_path):
+    from vapi_trl.models import LlamaGenConfig
+    from vapi_trl.models.llamagen.convert_llamagen_to_hf import llamagen_gpt_config
+
+    official = {"token_dropout_p": 0.1, "attn_dropout_p": 0.0, "resid_dropout_p": 0.1, "ffn_dropout_p": 0.1,
+                "class_dropout_prob": 0.1}  # fmt: skip
+    for config in (LlamaGenConfig.from_preset("GPT-XXL", block_size=576), llamagen_gpt_config("GPT-XL", task="t2i")):
+        assert {key: getattr(config, key) for key in official} == official
+    custom = llamagen_gpt_config("GPT-B", image_size=256, resid_dropout_p=0.0, class_dropout_prob=0.0)
+    custom.save_pretrained(tmp_path)
+    reloaded = LlamaGenConfig.from_pretrained(tmp_path)
+    assert (reloaded.resid_dropout_p, reloaded.class_dropout_prob, reloaded.ffn_dropout_p) == (0.0, 0.0, 0.1)
+    with pytest.raises(ValueError, match="token_dropout_p"):
+        LlamaGenConfig(token_dropout_p=1.0)
+    # The attention-probability dropout reaches the Llama backbone.
+    assert LlamaGenConfig(attn_dropout_p=0.2).to_llama_config().attention_dropout == 0.2
