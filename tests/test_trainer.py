@@ -403,3 +403,24 @@ def test_groups_of_undecodable_images_leave_numerator_and_denominator(tmp_path, 
     inputs["valid"] = torch.tensor([False, False])
     loss = trainer._compute_loss(trainer.model, inputs)
     assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_label_dropout_reaches_the_loss_forward_only(tmp_path, tiny_policy, tiny_image_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_policy, tiny_image_tokenizer, label_dropout=1.0)
+    rows = [row for row in make_image_dataset(2) for _ in range(2)]
+    trainer.model.train()
+    inputs = trainer._generate_and_score_completions(rows)
+    assert inputs["class_labels"].tolist() == [rows[0]["class_label"], rows[2]["class_label"]]  # sampling: true labels
+    seen = []
+    handle = trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True
+    )
+    try:
+        trainer._compute_loss(trainer.model, inputs)
+        trainer.args.loss_forward_mode = "eval"
+        trainer._compute_loss(trainer.model, inputs)
+    finally:
+        handle.remove()
+        trainer.args.loss_forward_mode = "train"
+    assert seen[0].tolist() == [tiny_policy.null_class_id] * 2  # train loss forward: dropped (p = 1)
+    assert seen[1].tolist() == inputs["class_labels"].tolist()  # eval loss forward: deterministic, never dropped
