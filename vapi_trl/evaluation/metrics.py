@@ -48,13 +48,24 @@ def load_images(path: str | os.PathLike, max_images: int | None = None) -> np.nd
     paths; all of one size, converted to RGB).
     """
     path = os.fspath(path)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_samples must be ≥ 1 (or unset for all images), got {max_images}.")
     if os.path.isfile(path) and path.endswith(".npz"):
-        with np.load(path) as data:
-            if "arr_0" not in data:
-                raise ValueError(
-                    f"{path!r} has no `arr_0` (found {list(data.keys())}); expected the ADM batch layout."
-                )
-            images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        import zipfile
+
+        try:
+            with np.load(path) as data:
+                keys = list(data.keys())
+                images = None
+                if "arr_0" in keys:
+                    images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise ValueError(
+                f"{path!r} is not a readable .npz ({error}): the file is truncated or corrupt. Write it again "
+                "(`vapi-trl sample` rebuilds samples.npz from its PNGs)."
+            ) from error
+        if images is None:
+            raise ValueError(f"{path!r} has no `arr_0` (found {keys}); expected the ADM batch layout.")
     elif os.path.isdir(path):
         import PIL.Image
 
@@ -150,9 +161,15 @@ def frechet_distance(
 
 
 def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    import warnings
+
     from scipy import linalg
 
-    result = linalg.sqrtm(matrix)
+    # `frechet_distance` retries a singular product with an `eps` offset (as pytorch-fid), so SciPy's LinAlgWarning
+    # about it carries nothing for the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        result = linalg.sqrtm(matrix)
     return result[0] if isinstance(result, tuple) else result  # older SciPy returns (sqrtm, error) with disp=False
 
 
