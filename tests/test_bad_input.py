@@ -518,6 +518,17 @@ def test_debug_flag_and_environment_variable_show_the_traceback(tmp_path, saved,
         cli.main(argv)
 
 
+def test_truncated_safetensors_names_the_file(tmp_path, saved, capsys):
+    policy, tokenizer = saved
+    weights = os.path.join(policy, "model.safetensors")
+    with open(weights, "rb") as handle:
+        data = handle.read()
+    with open(weights, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    code, err = run_cli(sample_argv(policy, tokenizer, tmp_path / "s"), capsys)
+    assert_one_line_error(code, err, "sample", f"{weights!r} is truncated or corrupt", "convert it again")
+
+
 def test_a_full_disk_names_the_file(tmp_path, saved, capsys, monkeypatch):
     import errno
 

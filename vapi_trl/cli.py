@@ -53,6 +53,30 @@ def _requested_command(argv: list[str] | None) -> str | None:
     return None
 
 
+def _describe_corrupt_weights(error: Exception, args: argparse.Namespace) -> str:
+    """The message for a `SafetensorError`: which `.safetensors` files under the command's path arguments are broken."""
+    from safetensors import safe_open
+
+    values = [value for value in vars(args).values() if isinstance(value, str)]
+    values += [token for token in getattr(args, "train_args", []) if isinstance(token, str)]
+    files = []
+    for value in values:
+        if os.path.isfile(value) and value.endswith(".safetensors"):
+            files.append(value)
+        elif os.path.isdir(value):
+            for root, _, names in os.walk(value):
+                files += [os.path.join(root, name) for name in sorted(names) if name.endswith(".safetensors")]
+    broken = []
+    for file in files:
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except Exception:  # noqa: BLE001 - any failure to open marks the file as the culprit
+            broken.append(file)
+    where = ", ".join(repr(file) for file in broken) if broken else "a .safetensors weights file"
+    return f"{where} is truncated or corrupt ({error}); copy, download or convert it again."
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """
     The `vapi-trl` parser with one subparser per entry of `COMMANDS`. With `argv`, only the command it names gets its
@@ -95,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in message:
             message = f"{message} ({error.filename})"
         print(f"vapi-trl {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # safetensors raises its own exception type, without the file name, for a truncated or corrupt file.
+        if debug or type(error).__name__ != "SafetensorError":
+            raise
+        print(f"vapi-trl {args.command}: error: {_describe_corrupt_weights(error, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:
