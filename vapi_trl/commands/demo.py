@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import quiet_weight_bars
+
 
 def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.ArgumentParser:
     from vapi_trl.demo.run import DemoSettings
@@ -68,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        report = run_demo(args.out, settings, progress=not args.quiet, overwrite=args.overwrite)
+        with quiet_weight_bars():
+            report = run_demo(args.out, settings, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         torch.set_num_threads(previous_threads)
     print(format_report(report))

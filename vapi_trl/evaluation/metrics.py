@@ -42,10 +42,10 @@ EVALUATORS = ("torch-fidelity", "fid-helper")
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def load_images(path: str | os.PathLike, max_images: int | None = None) -> np.ndarray:
+def load_images(path: str | os.PathLike, max_images: int | None = None, progress: bool = False) -> np.ndarray:
     """
     An image set as uint8 `[N, H, W, 3]`: an ADM-style `.npz` (`arr_0`), or a folder of images (recursive, sorted
-    paths; all of one size, converted to RGB).
+    paths; all of one size, converted to RGB; `progress` shows a bar over the files).
     """
     path = os.fspath(path)
     if max_images is not None and max_images < 1:
@@ -76,8 +76,10 @@ def load_images(path: str | os.PathLike, max_images: int | None = None) -> np.nd
         )[:max_images]
         if not files:
             raise ValueError(f"{path!r} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        from tqdm.auto import tqdm
+
         arrays = []
-        for file in files:
+        for file in tqdm(files, desc=f"reading {os.path.basename(path) or path}", unit="image", disable=not progress):
             with PIL.Image.open(file) as image:
                 arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
         if len({array.shape for array in arrays}) > 1:
@@ -406,8 +408,10 @@ def compute_metrics(
         evaluator_name: recorded with the results (defaults to the extractor's `name` attribute).
         max_samples: use the first `max_samples` images of each set.
     """
-    sample_images = samples if isinstance(samples, np.ndarray) else load_images(samples, max_samples)
-    reference_images = reference if isinstance(reference, np.ndarray) else load_images(reference, max_samples)
+    sample_images = samples if isinstance(samples, np.ndarray) else load_images(samples, max_samples, progress)
+    reference_images = (
+        reference if isinstance(reference, np.ndarray) else load_images(reference, max_samples, progress)
+    )
     name = evaluator_name or getattr(feature_extractor, "name", type(feature_extractor).__name__)
     fake = extract_features(sample_images, feature_extractor, batch_size, device, progress)
     real = extract_features(reference_images, feature_extractor, batch_size, device, progress)

@@ -42,7 +42,7 @@ _REPRODUCIBILITY_KEYS = (
     "resize", "num_classes", "labels_sha256", "model_fingerprint", "image_tokenizer_fingerprint",
 )  # fmt: skip
 # Entries of a sample folder that `sample_class_to_image` writes (and `overwrite=True` may delete).
-_OWNED_ENTRY = re.compile(r"^(\d{6}\.png(\.tmp)?|samples\.npz|run\.json\.tmp)$")
+_OWNED_ENTRY = re.compile(r"^(\d{6}\.png(\.tmp)?|samples\.npz(\.tmp)?|run\.json\.tmp)$")
 
 
 def _check_sampling(temperature: float, top_k: int, top_p: float, resize: int | None) -> None:
@@ -239,22 +239,29 @@ def sample_class_to_image(
         generated += 1
 
     if write_npz:
-        record["npz"] = write_npz_from_folder(output_dir, settings.num_samples)
+        record["npz"] = write_npz_from_folder(output_dir, settings.num_samples, progress=progress)
     record.update(generated_batches=generated, skipped_batches=skipped)
     return record
 
 
-def write_npz_from_folder(output_dir: str, num_samples: int, path: str | None = None) -> str:
+def write_npz_from_folder(
+    output_dir: str, num_samples: int, path: str | None = None, progress: bool = False
+) -> str:
     """Stack `000000.png` ... into `samples.npz` (`arr_0`, uint8 `[N, H, W, 3]`), the ADM evaluator's input."""
+    from tqdm.auto import tqdm
+
     arrays = []
-    for index in range(num_samples):
+    for index in tqdm(range(num_samples), desc="samples.npz", unit="image", disable=not progress):
         file = png_path(output_dir, index)
         if not os.path.isfile(file):
             raise FileNotFoundError(f"{file} is missing; rerun the sampler to complete the folder.")
         with PIL.Image.open(file) as image:
             arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
     path = path or os.path.join(output_dir, NPZ_FILE)
-    np.savez(path, arr_0=np.stack(arrays))
+    # Through a temporary file: an interrupted write never leaves a truncated .npz for `fid` to read.
+    with open(path + ".tmp", "wb") as file:
+        np.savez(file, arr_0=np.stack(arrays))
+    os.replace(path + ".tmp", path)
     return path
 
 
