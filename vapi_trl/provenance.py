@@ -27,9 +27,13 @@ def _stable_config(config: Any) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in _VOLATILE_CONFIG_KEYS}
 
 
-def _update_with_state_dict(digest: Any, state_dict: Mapping[str, Any]) -> None:
+def _update_with_state_dict(digest: Any, state_dict: Mapping[str, Any], progress: bool = False) -> None:
     import torch
+    from tqdm.auto import tqdm
 
+    total = sum(t.numel() * t.element_size() for t in state_dict.values() if isinstance(t, torch.Tensor))
+    # Hashing runs at about 1 GB/s: a bar only for models large enough to take seconds.
+    bar = tqdm(total=total, desc="fingerprint", unit="B", unit_scale=True, disable=not progress or total < 2**30)
     for name in sorted(state_dict):
         tensor = state_dict[name]
         if not isinstance(tensor, torch.Tensor):
@@ -37,16 +41,19 @@ def _update_with_state_dict(digest: Any, state_dict: Mapping[str, Any]) -> None:
         tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
         if tensor.numel():
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the buffer, without a copy
+        bar.update(tensor.numel() * tensor.element_size())
+    bar.close()
 
 
-def fingerprint(obj: Any) -> str | None:
+def fingerprint(obj: Any, progress: bool = False) -> str | None:
     """
     Content fingerprint (sha256 hex) of a model, processor or tokenizer: its class, its configuration (without paths
     and library versions) and the bytes of every tensor of its `torch.nn.Module`s, in name order.
 
     Two objects with the same fingerprint compute the same function whatever folder they were loaded from; a single
     changed weight changes it. Text tokenizers are identified by their vocabulary. Returns `None` for `None`.
+    `progress` shows a bar for models over 1 GiB.
     """
     if obj is None:
         return None
@@ -57,12 +64,12 @@ def fingerprint(obj: Any) -> str | None:
         config = getattr(obj, "config", None)
         if config is not None:
             digest.update(json.dumps(_stable_config(config), sort_keys=True, default=str).encode())
-        _update_with_state_dict(digest, obj.state_dict())
+        _update_with_state_dict(digest, obj.state_dict(), progress)
         return digest.hexdigest()
     # Processors and encoders hold their modules as attributes (`vq_model`, `text_encoder`, ...).
     for name, value in sorted(vars(obj).items()):
         if isinstance(value, torch.nn.Module):
-            digest.update(f"module {name}={fingerprint(value)}\n".encode())
+            digest.update(f"module {name}={fingerprint(value, progress)}\n".encode())
     if hasattr(obj, "get_vocab"):
         digest.update(json.dumps(sorted(obj.get_vocab().items())).encode())
     if hasattr(obj, "to_dict"):

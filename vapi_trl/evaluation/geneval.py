@@ -204,9 +204,9 @@ def sample_geneval(
     output_dir = os.fspath(output_dir)
     record = {**asdict(settings), "num_prompts": len(metadata), "vapi_trl_version": vapi_trl.__version__}
     record["metadata_sha256"] = hashlib.sha256("\n".join(line for line, _ in metadata).encode()).hexdigest()
-    record["policy_fingerprint"] = fingerprint(policy)
-    record["processing_class_fingerprint"] = fingerprint(processing_class)
-    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer)
+    record["policy_fingerprint"] = fingerprint(policy, progress)
+    record["processing_class_fingerprint"] = fingerprint(processing_class, progress)
+    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer, progress)
     if not overwrite:
         _check_prompt_folders(output_dir, metadata)
     _prepare_run_folder(output_dir, record, _REPRODUCIBILITY_KEYS, _OWNED_ENTRY, overwrite, what="GenEval samples")

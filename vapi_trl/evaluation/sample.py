@@ -207,8 +207,8 @@ def sample_class_to_image(
     record["label_counts_min_max"] = [int(counts.min()), int(counts.max())]
     record["labels_sha256"] = hashlib.sha256(labels.numpy().astype("<i8").tobytes()).hexdigest()
     # What made the pixels, by content: another model (or tokenizer) in the same folder is never taken as done.
-    record["model_fingerprint"] = fingerprint(model)
-    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer)
+    record["model_fingerprint"] = fingerprint(model, progress)
+    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer, progress)
     _prepare_run_folder(output_dir, record, _REPRODUCIBILITY_KEYS, _OWNED_ENTRY, overwrite, what="samples")
 
     device = next(model.parameters()).device
