@@ -484,9 +484,22 @@ def test_fid_rejects_non_positive_counts(tmp_path, capsys, flag, value, fragment
     assert_one_line_error(code, err, "fid", fragment)
 
 
-def test_sample_rejects_non_positive_counts(tmp_path, saved, capsys):
-    code, err = run_cli([*sample_argv(*saved, tmp_path / "s"), "--num_samples", "0"], capsys)
-    assert_one_line_error(code, err, "sample", "num_samples (0)")
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--num_samples", "0", "num_samples (0)"),
+        ("--cfg_scale", "-2", "cfg_scale must be ≥ 0 (1.0 = no guidance), got -2.0"),
+    ],
+)
+def test_sample_rejects_bad_values_before_writing(tmp_path, saved, capsys, flag, value, fragment):
+    code, err = run_cli([*sample_argv(*saved, tmp_path / "s"), flag, value], capsys)
+    assert_one_line_error(code, err, "sample", fragment)
+    assert not (tmp_path / "s").exists()
+
+
+def test_geneval_rejects_negative_guidance():
+    with pytest.raises(ValueError, match=r"cfg_scale must be ≥ 0 \(1.0 = no guidance\), got -1"):
+        GenEvalSettings(family="janus", cfg_scale=-1.0).resolve()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class GenEvalSettings:
                 setattr(self, key, value)
         if self.num_images < 1 or self.batch_size < 1:
             raise ValueError(f"num_images ({self.num_images}) and batch_size ({self.batch_size}) must be positive.")
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize, self.cfg_scale)
         return self
 
 

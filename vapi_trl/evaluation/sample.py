@@ -45,8 +45,15 @@ _REPRODUCIBILITY_KEYS = (
 _OWNED_ENTRY = re.compile(r"^(\d{6}\.png(\.tmp)?|samples\.npz(\.tmp)?|run\.json\.tmp)$")
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float, resize: int | None) -> None:
-    """Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1] and `resize` is `None` or positive."""
+def _check_sampling(
+    temperature: float, top_k: int, top_p: float, resize: int | None, cfg_scale: float = 1.0
+) -> None:
+    """
+    Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1], `resize` is `None` or positive and
+    cfg_scale >= 0.
+    """
+    if not cfg_scale >= 0:  # also NaN
+        raise ValueError(f"cfg_scale must be ≥ 0 (1.0 = no guidance), got {cfg_scale}.")
     if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(
             f"Need temperature > 0, top_k >= 0 and top_p in (0, 1]; got temperature={temperature}, "
@@ -93,7 +100,7 @@ class SamplingSettings:
             )
         if self.label_scheme not in LABEL_SCHEMES:
             raise ValueError(f"label_scheme must be one of {LABEL_SCHEMES}, got {self.label_scheme!r}.")
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize, self.cfg_scale)
 
 
 def sample_labels(num_samples: int, num_classes: int, seed: int, scheme: str = "random") -> torch.LongTensor:
