@@ -54,7 +54,7 @@ def _requested_command(argv: list[str] | None) -> str | None:
 
 
 def _describe_corrupt_weights(error: Exception, args: argparse.Namespace) -> str:
-    """The message for a `SafetensorError`: which `.safetensors` files under the command's path arguments are broken."""
+    """The message for a `SafetensorError`: the broken `.safetensors` files under the command's path arguments."""
     from safetensors import safe_open
 
     values = [value for value in vars(args).values() if isinstance(value, str)]
