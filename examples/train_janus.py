@@ -198,6 +198,7 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    script_args, training_args, model_args = parser.parse_args_and_config()
+    from vapi_trl.commands._common import parse_train_args
+
+    script_args, training_args, model_args = parse_train_args(make_parser())
     main(script_args, training_args, model_args)

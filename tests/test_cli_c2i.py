@@ -58,7 +58,7 @@ def test_recipe_defaults_of_train_c2i():
         make_parser().parse_args_and_config(["--bf16", "False"])
 
 
-def test_convert_llamagen_command(tmp_path):
+def test_convert_llamagen_command(tmp_path, capsys):
     torch.save({"model": official_gpt_state_dict()}, tmp_path / "c2i.pt")
     flags = ["--dim", "32", "--n-layer", "2", "--n-head", "4", "--n-kv-head", "2", "--intermediate-size", "64",
              "--vocab-size", "64", "--num-classes", "10"]  # fmt: skip
@@ -70,8 +70,8 @@ def test_convert_llamagen_command(tmp_path):
         "lm_head.weight",
         "class_embed.weight",
     }
-    with pytest.raises(ValueError, match="Nothing to convert"):
-        cli.main(["convert-llamagen", "--out", str(tmp_path / "x")])
+    assert cli.main(["convert-llamagen", "--out", str(tmp_path / "x")]) == 2  # one-line user error, no traceback
+    assert "vapi-trl convert-llamagen: error: Nothing to convert" in capsys.readouterr().err
 
 
 def test_imagefolder_labels_follow_sorted_wnids(tmp_path):

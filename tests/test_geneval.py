@@ -117,7 +117,7 @@ def test_sample_geneval_llamagen_t2i_layout_and_resume(llamagen_t2i_dir, tmp_pat
     check_layout(out, lines, num_images=3, size=32)
 
     with pytest.raises(ValueError, match=r"other settings \(cfg_scale: 7.5 -> 2.0\)"):
-        cli_main([*argv, "--cfg_scale", "2.0"])
+        cli_main(["--debug", *argv, "--cfg_scale", "2.0"])
 
 
 @pytest.mark.slow

@@ -192,13 +192,33 @@ class VAPiConfig(GRPOConfig):
             # TRL turns bf16 on whenever fp16 is off, which fails on machines without bf16 support; VA-π's tiny and CPU
             # runs are common (demo, tests), so bf16 defaults to "on where the accelerator supports it".
             self.bf16 = not self.fp16 and not self.use_cpu and _bf16_supported()
+        if self.dataloader_pin_memory and (self.use_cpu or not _accelerator_available()):
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch only warns that it is ignored
         if self.learning_rate is None:
             raise ValueError(
                 "VAPiConfig needs an explicit `learning_rate` (recipes: 1e-6 for LlamaGen, 1e-7 for Janus-Pro)."
             )
+        self._check_types()
+        if self.learning_rate <= 0:
+            raise ValueError(
+                f"learning_rate must be > 0, got {self.learning_rate}: with 0 the policy never changes (recipes: 1e-6 "
+                "for LlamaGen, 1e-7 for Janus-Pro)."
+            )
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations (G) must be ≥ 2, got {self.num_generations}: the advantages compare at least 2 "
+                "generations of each image (recipes: G = 8)."
+            )
         self._check_group_geometry()
         super().__post_init__()
         self._check_finite()
+        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
+            raise ValueError(
+                f"epsilon (the PPO clip) must be > 0, got epsilon={self.epsilon}, epsilon_high={self.epsilon_high} "
+                "(recipe: 0.2)."
+            )
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be ≥ 0 (1.0 = no guidance), got {self.cfg_scale}.")
         if not 0.0 <= self.context_noise_prob <= 1.0:
             raise ValueError(f"context_noise_prob (ξ) must be in [0, 1], got {self.context_noise_prob}.")
         if not 0.0 <= self.label_dropout <= 1.0:
@@ -230,6 +250,16 @@ class VAPiConfig(GRPOConfig):
         if self.max_consecutive_bad_steps < 1:
             raise ValueError(f"max_consecutive_bad_steps must be ≥ 1, got {self.max_consecutive_bad_steps}.")
         self._reject_text_generation_options()
+
+    def _check_types(self):
+        # From Python a string or None slips past the dataclass annotations and fails later in a comparison.
+        for name in (
+            "learning_rate", "context_noise_prob", "label_dropout", "cfg_scale", "pixel_weight", "lpips_weight",
+            "ce_coef", "kl_coef", "epsilon",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
 
     def _check_finite(self):
         for name in (
@@ -286,6 +316,12 @@ class VAPiConfig(GRPOConfig):
     def images_per_device_batch(self) -> int:
         """Number of source images (groups of G rows) in one per-device micro-batch."""
         return self.per_device_train_batch_size // self.num_generations
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _bf16_supported() -> bool:

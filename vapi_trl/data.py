@@ -20,6 +20,7 @@ from typing import Any
 
 import PIL.Image
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, Value
 from datasets import Image as ImageFeature
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def check_image(value: Any) -> str | None:
     try:
         if isinstance(value, PIL.Image.Image):
             value.load()
-            return None
+            return f"empty image {value.size}" if 0 in value.size else None
         if isinstance(value, dict):
             data, path = value.get("bytes"), value.get("path")
         elif isinstance(value, (bytes, bytearray)):
@@ -86,6 +87,27 @@ def _row_error(image: Any, condition: Any, condition_column: str) -> str | None:
     if error is None and condition is None:
         error = f"missing {condition_column}"
     return error
+
+
+def check_class_labels(dataset: Any, column: str = "class_label", name: str = "dataset") -> None:
+    """
+    Raise unless every value of `column` is an integer class id (see `class_label_value`): a float column of whole
+    numbers passes, `3.7`, NaN, strings and missing labels raise a `ValueError`/`TypeError` naming the row. Integer and
+    `ClassLabel` columns are accepted without reading them; streaming datasets are checked row by row in training.
+    """
+    from vapi_trl.models.modeling_utils import class_label_value
+
+    features = getattr(dataset, "features", None) or {}
+    feature = features.get(column)
+    if isinstance(feature, ClassLabel) or (isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))):
+        return
+    if isinstance(dataset, IterableDataset) or column not in (dataset.column_names or []):
+        return
+    for index, value in enumerate(dataset[column]):
+        try:
+            class_label_value(value)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{name}, row {index}: {error}") from error
 
 
 def _image_path(value: Any) -> str | None:
@@ -280,4 +302,4 @@ def load_image_dataset(
     return dataset
 
 
-__all__ = ["DecodeReport", "check_image", "drop_undecodable_images", "load_image_dataset"]
+__all__ = ["DecodeReport", "check_class_labels", "check_image", "drop_undecodable_images", "load_image_dataset"]

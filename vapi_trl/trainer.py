@@ -285,6 +285,13 @@ class VAPiTrainer(GRPOTrainer):
                     f"gt_ids have shape {tuple(target_ids.shape)}, expected {expected}: re-extract them with the "
                     "same image tokenizer and resolution as the policy."
                 )
+            codebook_size = self.policy.codebook_size
+            if target_ids.numel() and (target_ids.min() < 0 or target_ids.max() >= codebook_size):
+                raise ValueError(
+                    f"gt_ids hold codes in [{target_ids.min().item()}, {target_ids.max().item()}], outside the image "
+                    f"codebook [0, {codebook_size}): re-extract them with the policy's image tokenizer "
+                    "(`vapi-trl tokenize`)."
+                )
         else:
             with profiling_context(self, "vq_encode"):
                 target_ids = self.image_tokenizer.encode(pixels)
@@ -341,8 +348,13 @@ class VAPiTrainer(GRPOTrainer):
         rewards = self._combine_rewards(terms.total, inputs, decoded, completion_ids)
         advantages = group_advantages(rewards, std_eps=args.adv_std_eps, clip=args.adv_clip)
         advantages = torch.where(valid[:, None], advantages, torch.zeros_like(advantages))
-        if not torch.isfinite(rewards).all():
+        if not torch.isfinite(advantages).all():  # the loss, hence the gradients, will be non-finite
             logger.warning("Non-finite rewards in this batch; the optimizer step will be skipped.")
+        elif not torch.isfinite(rewards).all():
+            logger.warning(
+                "Non-finite rewards in groups whose advantages are zero (all G rewards equal, or an undecodable "
+                "image); they do not affect this step."
+            )
 
         self._log_generation_metrics(mode, terms, rewards, advantages, logits, log_probs, target_ids)
         if mode == "train" and self._should_log_images():
@@ -391,12 +403,15 @@ class VAPiTrainer(GRPOTrainer):
                 values = func(prompts=prompts, completions=completions, completion_ids=completion_id_list, **columns)
             if len(values) != len(inputs):
                 raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(inputs)} samples.")
-            values = torch.tensor([float("nan") if v is None else v for v in values], device=total.device)
-            values = values.view(num_images, num_generations)
+            # TRL's convention: `None` means "does not apply to this sample" and adds nothing (GRPOTrainer's nan-aware
+            # sum); a NaN or inf returned as a value is a fault, which skips the step.
+            applies = torch.tensor([v is not None for v in values], device=total.device)
+            values = torch.tensor([_reward_value(v, name) for v in values], device=total.device)
             self._metrics["train" if self.model.training else "eval"][f"rewards/{name}/mean"].append(
-                gather(values).nanmean().item()
+                gather(values.masked_fill(~applies, float("nan"))).nanmean().item()
             )
-            total = total + weights[index] * values
+            contribution = (weights[index] * values).masked_fill(~applies, 0.0)
+            total = total + contribution.view(num_images, num_generations)
         return total
 
     def _log_generation_metrics(self, mode, terms, rewards, advantages, logits, log_probs, target_ids):
@@ -622,6 +637,20 @@ def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
         *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last],
         "",
     ]
+
+
+def _reward_value(value: Any, name: str) -> float:
+    """One value returned by an extra reward function as a float (`None`: 0.0, masked by the caller)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(
+            f"reward function {name!r} returned {value!r}: each value must be a number, or None for a sample the "
+            f"function does not apply to; got {type(value).__name__}."
+        )
+    return float(value)
 
 
 class _NonFiniteStepGuard(TrainerCallback):

@@ -8,9 +8,19 @@ report of the written folders.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+
+# GRPOConfig options that `VAPiConfig` rejects (free-running text generation, GRPO's KL `beta`): hidden from the
+# training commands' `--help`, still parsed so that `VAPiConfig` can name the VA-π option to use instead.
+_REJECTED_GRPO_OPTIONS = (
+    "use_vllm", "use_transformers_paged", "use_transformers_continuous_batching", "chat_template_kwargs", "beta",
+    "min_p", "repetition_penalty", "delta",
+)  # fmt: skip
+_RESUME_LAST = ("true", "last")
 
 
 def make_train_parser(
@@ -41,7 +51,82 @@ def make_train_parser(
         lora_task_type=None,  # a plain PeftModel forwards the policy's own kwargs (no CAUSAL_LM generation wrapper)
         **defaults,
     )
+    for action in parser._actions:
+        if action.dest in _REJECTED_GRPO_OPTIONS or action.dest.startswith("vllm_"):
+            action.help = argparse.SUPPRESS
     return parser
+
+
+def add_output_dir_arguments(parser) -> None:
+    """Add `--overwrite_output_dir` (a fresh run in an `output_dir` that holds files) to a training `TrlParser`."""
+    parser.add_argument(
+        "--overwrite_output_dir",
+        "--overwrite-output-dir",
+        dest="overwrite_output_dir",
+        action="store_true",
+        help="Start a fresh run in an --output_dir that already holds files (checkpoints, a saved policy); without "
+        "it such a run stops, so an earlier run is never overwritten. To continue it, pass --resume_from_checkpoint "
+        "last instead.",
+    )
+
+
+def parse_train_args(parser, argv: list[str] | None = None) -> tuple[Any, Any, Any]:
+    """
+    `parser.parse_args_and_config(argv)` with `--overwrite_output_dir` (see `add_output_dir_arguments`), which is kept
+    on the training arguments as `overwrite_output_dir`; returns `(script_args, training_args, model_args)`.
+    """
+    add_output_dir_arguments(parser)
+    script_args, training_args, model_args, extra = parser.parse_args_and_config(argv)
+    training_args.overwrite_output_dir = extra.overwrite_output_dir
+    # Decided here, before the model loads, at the same point on every process: later, rank 0 may already be writing
+    # logs into output_dir while another rank still loads, and a second check there would stop that rank alone.
+    resolve_resume_checkpoint(training_args)
+    training_args.output_dir_checked = True
+    return script_args, training_args, model_args
+
+
+def resolve_resume_checkpoint(training_args: Any) -> str | None:
+    """
+    The checkpoint a training command resumes from, after checking that a fresh run loses nothing.
+
+    `training_args.resume_from_checkpoint`: `true`/`last` (any case) -> the last complete `checkpoint-N` of
+    `output_dir` (`vapi_trl.checkpoints.last_complete_checkpoint`); a path -> that checkpoint folder. Unset: a fresh
+    run, refused with a `ValueError` when `output_dir` already holds files, unless
+    `training_args.overwrite_output_dir`.
+    The resolved path is stored back in `training_args.resume_from_checkpoint`.
+    """
+    from vapi_trl.checkpoints import is_complete_checkpoint, last_complete_checkpoint
+
+    output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("false", "none", ""):
+        resume = None
+    if resume is True or (isinstance(resume, str) and resume.lower() in _RESUME_LAST):
+        resume = last_complete_checkpoint(output_dir)
+        if resume is None:
+            raise ValueError(
+                f"--resume_from_checkpoint last: {output_dir!r} holds no complete checkpoint-N folder. Start a fresh "
+                "run without --resume_from_checkpoint, or pass the checkpoint folder to resume from."
+            )
+    elif resume is not None:
+        if not is_complete_checkpoint(resume):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume!r} is not a complete checkpoint folder (it needs the "
+                "trainer_state.json that Trainer writes last). Pass a checkpoint-N folder, or `last` for the last "
+                "complete one of --output_dir."
+            )
+    elif os.path.isdir(output_dir) and os.listdir(output_dir) and not getattr(
+        training_args, "overwrite_output_dir", False
+    ):
+        entries = sorted(os.listdir(output_dir))
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ValueError(
+            f"--output_dir {output_dir!r} already holds files of an earlier run ({shown}); a fresh run would "
+            "overwrite them. Pass --resume_from_checkpoint last to continue that run, or --overwrite_output_dir to "
+            "start over in it (or pick another --output_dir)."
+        )
+    training_args.resume_from_checkpoint = resume
+    return resume
 
 
 def run_train_command(args: argparse.Namespace | list[str] | None, parser, train: Callable) -> int:
@@ -53,9 +138,35 @@ def run_train_command(args: argparse.Namespace | list[str] | None, parser, train
         argv = list(args.train_args)
     else:
         argv = sys.argv[1:] if args is None else list(args)
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    train(script_args, training_args, model_args)
+    script_args, training_args, model_args = parse_train_args(parser, argv)
+    with quiet_weight_bars():
+        train(script_args, training_args, model_args)
     return 0
+
+
+# transformers' per-load/save bars, which interleave with the training logs and say nothing about progress.
+_QUIET_BARS = ("Loading weights", "Writing model shards")
+
+
+class quiet_weight_bars:
+    """Within the block, transformers' "Loading weights" / "Writing model shards" bars are disabled (Hub downloads
+    keep theirs), through `transformers.utils.logging.set_tqdm_hook`."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        def hook(factory, args, kwargs):
+            if kwargs.get("desc") in _QUIET_BARS:
+                kwargs = {**kwargs, "disable": True}
+            return self.previous(factory, args, kwargs) if self.previous is not None else factory(*args, **kwargs)
+
+        self.previous = hf_logging.set_tqdm_hook(hook)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_tqdm_hook(self.previous)
 
 
 def policy_dtype(model_args: Any):
@@ -79,10 +190,17 @@ def run_training(
     after_train: Callable[[Any], None] | None = None,
 ):
     """
-    Build a `VAPiTrainer`, train, call `after_train(trainer)` if given, save the policy to `output_dir`, write the model
-    card and push to the Hub with `--push_to_hub`; returns the trainer.
+    Build a `VAPiTrainer`, train (resuming from `training_args.resume_from_checkpoint`: `last`/`true` or a folder; a
+    fresh run refuses an `output_dir` that holds files unless `overwrite_output_dir`, see `resolve_resume_checkpoint`),
+    call `after_train(trainer)` if given, save the policy to `output_dir`, write the model card and push to the Hub
+    with `--push_to_hub`; returns the trainer.
     """
     from vapi_trl import VAPiTrainer
+
+    if getattr(training_args, "output_dir_checked", False):
+        resume = training_args.resume_from_checkpoint
+    else:
+        resume = resolve_resume_checkpoint(training_args)
 
     trainer = VAPiTrainer(
         model=model,
@@ -92,7 +210,7 @@ def run_training(
         processing_class=processing_class,
         peft_config=peft_config,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     if after_train is not None:
         after_train(trainer)
     trainer.save_model(training_args.output_dir)
@@ -100,6 +218,30 @@ def run_training(
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
     return trainer
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add `--overwrite` (replace the `what` already in the output folder) to a command's parser."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"Write into an output folder that is not empty, replacing the {what} there (default: refuse).",
+    )
+
+
+def check_output_folder(path: str, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse (`ValueError`) to write into `path` when it exists and is not empty, unless `overwrite`."""
+    if overwrite:
+        return
+    if os.path.isfile(path):
+        raise ValueError(f"{flag} {path!r} is a file, not a folder: pick a folder name.")
+    if os.path.isdir(path) and os.listdir(path):
+        entries = sorted(os.listdir(path))
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ValueError(
+            f"{flag} {path!r} is not empty ({shown}); its files would be overwritten. Pick another folder, or pass "
+            "--overwrite to replace them."
+        )
 
 
 def add_conversion_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +259,7 @@ def add_conversion_output_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="Skip reloading the written folders to compare every tensor.",
     )
+    add_overwrite_argument(parser, "converted folders")
 
 
 def saved_dtype(name: str):
@@ -124,6 +267,18 @@ def saved_dtype(name: str):
     import torch
 
     return None if name == "keep" else getattr(torch, name)
+
+
+def print_inferred(written: dict[str, str], keys: tuple[str, ...]) -> None:
+    """Print the architecture the converter read from the checkpoint (`keys` of the written policy's config.json)."""
+    import json
+
+    config_file = os.path.join(written.get("policy", ""), "config.json")
+    if "policy" not in written or not os.path.isfile(config_file):
+        return
+    with open(config_file, encoding="utf-8") as file:
+        config = json.load(file)
+    print("inferred: " + ", ".join(f"{key}={config[key]}" for key in keys if key in config))
 
 
 def print_written(written: dict[str, str]) -> int:

@@ -2,7 +2,13 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_conversion_output_arguments, print_written, saved_dtype
+from vapi_trl.commands._common import (
+    add_conversion_output_arguments,
+    check_output_folder,
+    print_inferred,
+    print_written,
+    saved_dtype,
+)
 
 
 def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> argparse.ArgumentParser:
@@ -37,8 +43,10 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
         "--image_size",
         dest="image_size",
         type=int,
-        default=384,
-        help="Image side the checkpoint was trained at (256 or 384); sets block_size and the VQ grid (default 384).",
+        default=None,
+        help="Required: image side the checkpoint was trained at, which the file does not record; sets block_size and "
+        "the VQ grid. Releases: C2I 256 (c2i_B_256, c2i_L_256) or 384 (c2i_*_384); T2I 256 (t2i_XL_stage1_256) or "
+        "512 (t2i_XL_stage2_512).",
     )
     add_conversion_output_arguments(parser)
     gpt = parser.add_argument_group("GPT architecture overrides (over --gpt-model)")
@@ -73,6 +81,8 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
 def main(args: argparse.Namespace) -> int:
     from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
 
+    check_output_folder(args.out, args.overwrite)
+
     gpt_fields = (
         "hidden_size",
         "num_hidden_layers",
@@ -103,4 +113,5 @@ def main(args: argparse.Namespace) -> int:
         verify=args.verify,
         task=None if args.task == "auto" else args.task,
     )
+    print_inferred(written, ("task", "hidden_size", "num_hidden_layers", "num_attention_heads", "block_size"))
     return print_written(written)

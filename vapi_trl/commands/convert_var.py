@@ -2,7 +2,13 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_conversion_output_arguments, print_written, saved_dtype
+from vapi_trl.commands._common import (
+    add_conversion_output_arguments,
+    check_output_folder,
+    print_inferred,
+    print_written,
+    saved_dtype,
+)
 
 
 def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argparse.ArgumentParser:
@@ -31,7 +37,8 @@ def make_parser(subparsers, name: str = "convert-var", help: str = "") -> argpar
         "--num_heads",
         dest="num_heads",
         type=int,
-        help="Attention heads when the checkpoint has no scale_mul_1H11 to read them from (default: depth).",
+        help="Attention heads; required when the checkpoint has no attn.scale_mul_1H11 to read them from (dot-product "
+        "attention; the VAR releases use heads = depth).",
     )
     add_conversion_output_arguments(parser)
     return parser
@@ -41,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
     """Convert the official VAR files named in `args`; returns the exit code."""
     from vapi_trl.models.var.convert_var_to_hf import convert_var_checkpoints
 
+    check_output_folder(args.out, args.overwrite)
     written = convert_var_checkpoints(
         args.out,
         var_ckpt=args.var_ckpt,
@@ -50,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
         dtype=saved_dtype(args.dtype),
         verify=args.verify,
     )
+    print_inferred(written, ("num_hidden_layers", "hidden_size", "num_attention_heads", "attn_l2_norm", "patch_nums"))
     return print_written(written)
 
 

@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import quiet_weight_bars
+
 
 def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.ArgumentParser:
     from vapi_trl.demo.run import DemoSettings
@@ -38,11 +40,25 @@ def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.Argu
                         help="torch CPU threads (default: %(default)s; the tiny model's ops are too small to "
                         "split, and extra threads slow it down on a busy machine).")
     parser.add_argument("--quiet", action="store_true", help="No progress output.")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Write into a non-empty --out, replacing its report and policy."
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
     from vapi_trl.demo.run import DemoSettings, format_report, run_demo
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be ≥ 1, got {args.threads}.")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        # Checked here too, before the embedded model and data load.
+        raise ValueError(
+            f"--out {args.out!r} is not empty; the demo would overwrite its report, grids and policy. Pick another "
+            "folder, or pass --overwrite."
+        )
 
     settings = DemoSettings(
         steps=args.steps, num_images=args.num_images, num_generations=args.num_generations,
@@ -54,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        report = run_demo(args.out, settings, progress=not args.quiet)
+        with quiet_weight_bars():
+            report = run_demo(args.out, settings, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         torch.set_num_threads(previous_threads)
     print(format_report(report))

@@ -9,6 +9,8 @@ mask. Pass the folder to `train-t2i --dataset_name` and the trainer neither load
 
 import argparse
 
+from vapi_trl.commands._common import add_overwrite_argument, check_output_folder
+
 
 def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> argparse.ArgumentParser:
     """Add the `encode-captions` subcommand to `subparsers` and return its parser."""
@@ -39,6 +41,7 @@ def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> ar
     parser.add_argument(
         "--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="T5 dtype (official: bf16)."
     )
+    add_overwrite_argument(parser, "dataset")
     parser.add_argument("--split", default="train", help="Split of --dataset (default train).")
     parser.add_argument("--image_column", default=None, help="Image column (default image; shards: detected).")
     parser.add_argument("--caption_column", default=None, help="Caption column (default prompt; shards: txt).")
@@ -76,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
 
     from vapi_trl.commands.train_t2i import load_t2i_dataset, load_text_encoder
 
+    check_output_folder(args.out, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.max_length, args.dtype).to(device)
     dataset = load_t2i_dataset(

@@ -53,6 +53,10 @@ def main(args: argparse.Namespace) -> int:
 
     from vapi_trl.evaluation.metrics import build_feature_extractor, compute_metrics
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be ≥ 1, got {args.batch_size}.")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max_samples must be ≥ 1 (or left out for all images), got {args.max_samples}.")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     extractor = build_feature_extractor(args.evaluator, args.inception_path, device=device)
     result = compute_metrics(

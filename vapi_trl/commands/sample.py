@@ -8,7 +8,8 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         name,
         help=help,
         description=help + " Writes OUT/000000.png..., OUT/samples.npz (arr_0, uint8 [N, S, S, 3]) and OUT/run.json. "
-        "Rerunning with the same settings skips finished batches.",
+        "Rerunning with the same model, image tokenizer and settings skips finished batches; any other content of "
+        "OUT is refused unless --overwrite.",
     )
     parser.add_argument(
         "--model_name_or_path",
@@ -69,6 +70,12 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         help="Saved image side (bicubic, no antialias); 0 keeps the decoder resolution (default 256).",
     )
     parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
+        "tokenizer and settings, and refuse anything else).",
+    )
     parser.add_argument("--no_npz", "--no-npz", dest="write_npz", action="store_false", help="Do not write the .npz.")
     return parser
 
@@ -102,7 +109,9 @@ def main(args: argparse.Namespace) -> int:
         model_path=args.model_name_or_path,
         image_tokenizer_path=args.image_tokenizer_path,
     )
-    record = sample_class_to_image(model, image_tokenizer, args.output_dir, settings, write_npz=args.write_npz)
+    record = sample_class_to_image(
+        model, image_tokenizer, args.output_dir, settings, write_npz=args.write_npz, overwrite=args.overwrite
+    )
     print(
         json.dumps(
             {key: record[key] for key in ("generated_batches", "skipped_batches")}

@@ -72,6 +72,12 @@ def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> arg
     )
     parser.add_argument("--no_grid", "--no-grid", dest="grid", action="store_false", help="Do not write grid.png.")
     parser.add_argument("--max_prompts", type=int, default=None, help="Only the first N prompts (smoke runs).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
+        "tokenizer and settings, and refuse anything else).",
+    )
     parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
     return parser
 
@@ -116,7 +122,9 @@ def main(args: argparse.Namespace) -> int:
         text_encoder_path=info["text_encoder_path"],
         metadata_path=args.metadata,
     )
-    record = sample_geneval(policy, processing_class, image_tokenizer, metadata, args.output_dir, settings)
+    record = sample_geneval(
+        policy, processing_class, image_tokenizer, metadata, args.output_dir, settings, overwrite=args.overwrite
+    )
     keys = ("family", "cfg_scale", "temperature", "top_k", "top_p", "generated_prompts", "skipped_prompts")
     print(json.dumps({key: record[key] for key in keys} | {"output_dir": args.output_dir}))
     return 0

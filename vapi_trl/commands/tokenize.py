@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import add_overwrite_argument, check_output_folder
+
 
 def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.ArgumentParser:
     """Add the `tokenize` subcommand to `subparsers` and return its parser."""
@@ -28,10 +30,15 @@ def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.
     parser.add_argument("--out", "--output_dir", dest="out", required=True, help="save_to_disk folder to write.")
     parser.add_argument("--split", default="train", help="Split of --dataset (default train).")
     parser.add_argument("--image_column", default="image", help="Image column of --dataset (default image).")
-    parser.add_argument("--label_column", default="label", help="Class column of --dataset (default label).")
+    parser.add_argument(
+        "--label_column",
+        default=None,
+        help="Class column of --dataset (default: label, or class_label when only that exists).",
+    )
     parser.add_argument("--images_per_class", type=int, default=None, help="Keep this many random images per class.")
     parser.add_argument("--subset_seed", type=int, default=0, help="Seed of the per-class selection (default 0).")
     parser.add_argument("--batch_size", type=int, default=64, help="Images per VQ encode (default 64).")
+    add_overwrite_argument(parser, "dataset")
     parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
     parser.add_argument(
         "--no_verify_images", dest="verify_images", action="store_false", help="Skip the decode check of every image."
@@ -60,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
     import vapi_trl.models  # noqa: F401  (registers the image tokenizers with AutoProcessor)
     from vapi_trl.commands.train_c2i import load_c2i_dataset
 
+    check_output_folder(args.out, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # AutoProcessor: single-scale (LlamaGen) and multi-scale (VAR) tokenizers alike.
     image_tokenizer = AutoProcessor.from_pretrained(args.image_tokenizer_path).to(device)

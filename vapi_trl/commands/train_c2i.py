@@ -60,7 +60,9 @@ C2I_RECIPE_DEFAULTS = {
     "adam_beta1": 0.9,
     "adam_beta2": 0.999,
     "max_grad_norm": 1.0,
-    "bf16": True,
+    # bf16 autocast where the accelerator supports it (VAPiConfig's `None`), fp32 elsewhere (CPU, pre-Ampere GPUs)
+    # instead of transformers' "bf16 requires ..." error; `--bf16 true` still insists.
+    "bf16": None,
     "ddp_find_unused_parameters": False,
     "save_strategy": "no",
     "output_dir": "llamagen-c2i-va-pi",
@@ -80,8 +82,9 @@ class C2IScriptArguments(ScriptArguments):
             ImageNet-style folder `<train_dir>/<wnid>/*.JPEG`; labels are the sorted folder names.
         image_column (`str`, *optional*, defaults to `"image"`):
             Image column of `--dataset_name`.
-        label_column (`str`, *optional*, defaults to `"label"`):
-            Class column of `--dataset_name` (`class_label` is also accepted as is).
+        label_column (`str`, *optional*):
+            Class column of `--dataset_name`; default `label`, or `class_label` for a dataset that has that column and
+            no `label` (as `vapi-trl tokenize` writes). A column given explicitly is always the one used.
         images_per_class (`int`, *optional*):
             Keep this many random images per class (all when unset).
         subset_seed (`int`, *optional*, defaults to `0`):
@@ -99,7 +102,10 @@ class C2IScriptArguments(ScriptArguments):
         metadata={"help": "ImageNet-style folder <train_dir>/<wnid>/*.JPEG (labels: sorted folder names)."},
     )
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
-    label_column: str = field(default="label", metadata={"help": "Class column of --dataset_name."})
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Class column of --dataset_name (default: label, or class_label when only that exists)."},
+    )
     images_per_class: int | None = field(
         default=None, metadata={"help": "Keep this many random images per class (paper: ~13 covers 12.8K images)."}
     )
@@ -135,7 +141,7 @@ def load_c2i_dataset(
     dataset_name: str | None = None,
     split: str = "train",
     image_column: str = "image",
-    label_column: str = "label",
+    label_column: str | None = None,
     config_name: str | None = None,
     images_per_class: int | None = None,
     subset_seed: int = 0,
@@ -145,7 +151,7 @@ def load_c2i_dataset(
     Class-to-image training rows (`image`, `class_label`, and `gt_ids` when present) from an ImageNet-style folder or a
     `datasets` dataset, optionally `images_per_class` per class; undecodable images are dropped with a report.
     """
-    from vapi_trl.data import drop_undecodable_images, load_image_dataset
+    from vapi_trl.data import check_class_labels, drop_undecodable_images, load_image_dataset
 
     if (train_dir is None) == (dataset_name is None):
         raise ValueError("Give exactly one of --train_dir (ImageNet-style folder) and --dataset_name.")
@@ -153,24 +159,36 @@ def load_c2i_dataset(
         # imagefolder labels are `ClassLabel(names=sorted(folder names))`: ImageNet wnids -> the standard ids.
         source, kwargs = "imagefolder", {"data_dir": train_dir, "label_column": "label"}
     else:
+        if label_column is None:
+            label_column = _default_label_column(dataset_name, split)
         source, kwargs = dataset_name, {"label_column": label_column, "config_name": config_name}
-        if label_column != "class_label":
-            import os
-
-            from datasets import load_from_disk
-
-            # Datasets written by `vapi-trl tokenize` already use `class_label`.
-            if os.path.isfile(os.path.join(dataset_name, "dataset_info.json")):
-                if "class_label" in load_from_disk(dataset_name).column_names:
-                    kwargs["label_column"] = "class_label"
     dataset = load_image_dataset(
         source, split=split, image_column=image_column, caption_column=None, verify_images=False, **kwargs
     )
+    check_class_labels(dataset, name=repr(train_dir or dataset_name))  # before select_per_class groups by label
     if images_per_class is not None:
         dataset = select_per_class(dataset, images_per_class, seed=subset_seed)
     if verify_images:
         dataset, _ = drop_undecodable_images(dataset, "class_label", train_dir or dataset_name)
     return dataset
+
+
+def _default_label_column(dataset_name: str, split: str) -> str:
+    """`label`, or `class_label` for a `save_to_disk` folder with that column and no `label` (`vapi-trl tokenize`)."""
+    import os
+
+    if os.path.isdir(dataset_name):
+        from datasets import DatasetDict, load_from_disk
+
+        try:
+            saved = load_from_disk(dataset_name)
+        except (FileNotFoundError, ValueError):
+            return "label"
+        if isinstance(saved, DatasetDict):
+            saved = saved[split] if split in saved else next(iter(saved.values()))
+        if "class_label" in saved.column_names and "label" not in saved.column_names:
+            return "class_label"
+    return "label"
 
 
 def load_c2i_dataset_from_args(script_args: C2IScriptArguments):

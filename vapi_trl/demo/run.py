@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -63,6 +64,17 @@ class DemoSettings:
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be ≥ 2 (advantages are normalised within a group), got "
                              f"{self.num_generations}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}.")
+        if not 0.0 <= self.context_noise_prob <= 1.0:
+            raise ValueError(f"context_noise_prob (ξ) must be in [0, 1], got {self.context_noise_prob}.")
+        if not (math.isfinite(self.ce_coef) and self.ce_coef >= 0):
+            raise ValueError(f"ce_coef (β) must be a finite number ≥ 0, got {self.ce_coef}.")
+        if self.eval_samples > 2000:
+            raise ValueError(
+                f"eval_samples must be ≤ 2000 (the held-out test split holds 2 × 2000 images), got "
+                f"{self.eval_samples}."
+            )
         if self.eval_samples < 20:
             raise ValueError(f"eval_samples must be ≥ 20 (precision/recall and FID need a few per class), got "
                              f"{self.eval_samples}.")
@@ -100,9 +112,12 @@ def grid_samples(policy, image_tokenizer, num_classes: int, per_class: int, seed
     return free_running_samples(policy, image_tokenizer, labels, seed=seed + 7919)
 
 
-def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    output_dir: str, settings: DemoSettings | None = None, progress: bool = True, overwrite: bool = False
+) -> dict[str, Any]:
     """
-    Run the demo and write its outputs (see the module docstring) to `output_dir`.
+    Run the demo and write its outputs (see the module docstring) to `output_dir`, which must be empty or missing
+    unless `overwrite`.
 
     Returns:
         The report written to `report.json`.
@@ -114,6 +129,11 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bo
     from vapi_trl.evaluation.small_benchmark import SmallBenchmark
 
     settings = settings or DemoSettings()
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise ValueError(
+            f"--out {output_dir!r} is not empty ({', '.join(sorted(os.listdir(output_dir))[:3])}, ...); the demo "
+            "would overwrite its report, grids and policy. Pick another folder, or pass --overwrite."
+        )
     os.makedirs(output_dir, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -143,21 +163,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bo
             "): training with the MSE term alone (lpips_weight=0)."
         )
 
-    # Before.
-    mark = time.perf_counter()
-    say(f"Scoring the base policy on {settings.eval_samples} free-running samples ...")
-    before = benchmark.evaluate(policy, seed=settings.seed)
-    floor = benchmark.real_floor()
-    num_classes = policy.config.num_classes
-    save_grid(
-        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-        os.path.join(output_dir, "samples_before.png"), columns=settings.grid_per_class,
-    )  # fmt: skip
-    timings["evaluate_before_s"] = time.perf_counter() - mark
-
-    # Train.
-    mark = time.perf_counter()
-    say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
+    # The training arguments first: a bad value fails now, not after a minute of scoring.
     args = VAPiConfig(
         output_dir=os.path.join(output_dir, "trainer"),
         max_steps=settings.steps,
@@ -178,6 +184,21 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bo
         seed=settings.seed,
         dataloader_num_workers=0,
     )
+    # Before.
+    mark = time.perf_counter()
+    say(f"Scoring the base policy on {settings.eval_samples} free-running samples ...")
+    before = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
+    floor = benchmark.real_floor()
+    num_classes = policy.config.num_classes
+    save_grid(
+        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
+        os.path.join(output_dir, "samples_before.png"), columns=settings.grid_per_class,
+    )  # fmt: skip
+    timings["evaluate_before_s"] = time.perf_counter() - mark
+
+    # Train.
+    mark = time.perf_counter()
+    say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
     policy.train()
     trainer = VAPiTrainer(model=policy, args=args, train_dataset=train_dataset, image_tokenizer=image_tokenizer)
     if not progress:  # without a progress bar, Trainer prints every log dict instead: the report holds them anyway
@@ -192,7 +213,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, progress: bo
     # After.
     mark = time.perf_counter()
     say("Scoring the aligned policy with the same seeds and labels ...")
-    after = benchmark.evaluate(policy, seed=settings.seed)
+    after = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
     save_grid(
         grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
         os.path.join(output_dir, "samples_after.png"), columns=settings.grid_per_class,

@@ -19,8 +19,10 @@ setting used.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sample import _autocast, _check_sampling, _save_png, _write_run_file, to_uint8_images
+from .sample import _autocast, _check_sampling, _prepare_run_folder, _save_png, to_uint8_images
 
 METADATA_FILE = "metadata.jsonl"
 SAMPLES_SUBFOLDER = "samples"
@@ -44,7 +46,10 @@ FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
 # Settings that change the images: a resumed run must use the same values.
 _REPRODUCIBILITY_KEYS = (
     "family", "seed", "num_images", "batch_size", "cfg_scale", "temperature", "top_k", "top_p", "bf16", "resize",
+    "policy_fingerprint", "processing_class_fingerprint", "image_tokenizer_fingerprint",
 )  # fmt: skip
+# Entries of a GenEval folder that `sample_geneval` writes (and `overwrite=True` may delete): the prompt folders.
+_OWNED_ENTRY = re.compile(r"^(\d{5}|run\.json\.tmp)$")
 
 
 @dataclass
@@ -88,7 +93,7 @@ class GenEvalSettings:
                 setattr(self, key, value)
         if self.num_images < 1 or self.batch_size < 1:
             raise ValueError(f"num_images ({self.num_images}) and batch_size ({self.batch_size}) must be positive.")
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize, self.cfg_scale)
         return self
 
 
@@ -136,6 +141,25 @@ def is_prompt_complete(folder: str, num_images: int, grid: bool) -> bool:
     return all(os.path.isfile(os.path.join(folder, name)) for name in files)
 
 
+def _check_prompt_folders(output_dir: str, metadata: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse (before anything is written) prompt folders whose `metadata.jsonl` holds another prompt: folders are
+    matched by index, so another metadata file must not reuse them."""
+    from vapi_trl.provenance import OutputFolderError
+
+    for index, (line, _) in enumerate(metadata):
+        path = os.path.join(prompt_folder(output_dir, index), METADATA_FILE)
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            done_line = handle.read().strip()
+        if done_line != line:
+            raise OutputFolderError(
+                f"{os.path.dirname(path)!r} holds the samples of another prompt ({done_line[:80]!r}, this run's is "
+                f"{line[:80]!r}); resuming would mix them. Pick another output folder, or pass --overwrite to "
+                "replace them."
+            )
+
+
 def _grid(images: np.ndarray) -> np.ndarray:
     """uint8 `[N, H, W, 3]` -> one row `[H, N * W, 3]` (GenEval's `grid.png` with the default `--batch_size` rows)."""
     return np.concatenate(list(images), axis=1)
@@ -150,6 +174,7 @@ def sample_geneval(
     output_dir: str | os.PathLike,
     settings: GenEvalSettings,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """
     Generate `settings.num_images` images per GenEval prompt and write the GenEval folder layout.
@@ -164,6 +189,8 @@ def sample_geneval(
         output_dir: GenEval output folder; created if needed.
         settings: `GenEvalSettings` with `family` set (unset sampling values take the family defaults).
         progress: show a tqdm bar.
+        overwrite: delete the prompt folders and `run.json` already in `output_dir` instead of refusing a folder
+            that is not a resumable run of the same models, prompts and settings.
 
     Returns:
         The run record (also in `run.json`) with `generated_prompts` / `skipped_prompts` counts of this call.
@@ -171,12 +198,18 @@ def sample_geneval(
     from tqdm.auto import tqdm
 
     import vapi_trl
+    from vapi_trl.provenance import fingerprint
 
     settings.resolve()
     output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     record = {**asdict(settings), "num_prompts": len(metadata), "vapi_trl_version": vapi_trl.__version__}
-    _write_run_file(output_dir, record, _REPRODUCIBILITY_KEYS, what="GenEval samples")
+    record["metadata_sha256"] = hashlib.sha256("\n".join(line for line, _ in metadata).encode()).hexdigest()
+    record["policy_fingerprint"] = fingerprint(policy, progress)
+    record["processing_class_fingerprint"] = fingerprint(processing_class, progress)
+    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer, progress)
+    if not overwrite:
+        _check_prompt_folders(output_dir, metadata)
+    _prepare_run_folder(output_dir, record, _REPRODUCIBILITY_KEYS, _OWNED_ENTRY, overwrite, what="GenEval samples")
 
     device = next(policy.parameters()).device
     policy.eval()

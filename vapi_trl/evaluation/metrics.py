@@ -42,19 +42,30 @@ EVALUATORS = ("torch-fidelity", "fid-helper")
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def load_images(path: str | os.PathLike, max_images: int | None = None) -> np.ndarray:
+def load_images(path: str | os.PathLike, max_images: int | None = None, progress: bool = False) -> np.ndarray:
     """
     An image set as uint8 `[N, H, W, 3]`: an ADM-style `.npz` (`arr_0`), or a folder of images (recursive, sorted
-    paths; all of one size, converted to RGB).
+    paths; all of one size, converted to RGB; `progress` shows a bar over the files).
     """
     path = os.fspath(path)
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_samples must be ≥ 1 (or unset for all images), got {max_images}.")
     if os.path.isfile(path) and path.endswith(".npz"):
-        with np.load(path) as data:
-            if "arr_0" not in data:
-                raise ValueError(
-                    f"{path!r} has no `arr_0` (found {list(data.keys())}); expected the ADM batch layout."
-                )
-            images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        import zipfile
+
+        try:
+            with np.load(path) as data:
+                keys = list(data.keys())
+                images = None
+                if "arr_0" in keys:
+                    images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise ValueError(
+                f"{path!r} is not a readable .npz ({error}): the file is truncated or corrupt. Write it again "
+                "(`vapi-trl sample` rebuilds samples.npz from its PNGs)."
+            ) from error
+        if images is None:
+            raise ValueError(f"{path!r} has no `arr_0` (found {keys}); expected the ADM batch layout.")
     elif os.path.isdir(path):
         import PIL.Image
 
@@ -65,8 +76,10 @@ def load_images(path: str | os.PathLike, max_images: int | None = None) -> np.nd
         )[:max_images]
         if not files:
             raise ValueError(f"{path!r} contains no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        from tqdm.auto import tqdm
+
         arrays = []
-        for file in files:
+        for file in tqdm(files, desc=f"reading {os.path.basename(path) or path}", unit="image", disable=not progress):
             with PIL.Image.open(file) as image:
                 arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
         if len({array.shape for array in arrays}) > 1:
@@ -150,9 +163,15 @@ def frechet_distance(
 
 
 def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    import warnings
+
     from scipy import linalg
 
-    result = linalg.sqrtm(matrix)
+    # `frechet_distance` retries a singular product with an `eps` offset (as pytorch-fid), so SciPy's LinAlgWarning
+    # about it carries nothing for the user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        result = linalg.sqrtm(matrix)
     return result[0] if isinstance(result, tuple) else result  # older SciPy returns (sqrtm, error) with disp=False
 
 
@@ -389,8 +408,10 @@ def compute_metrics(
         evaluator_name: recorded with the results (defaults to the extractor's `name` attribute).
         max_samples: use the first `max_samples` images of each set.
     """
-    sample_images = samples if isinstance(samples, np.ndarray) else load_images(samples, max_samples)
-    reference_images = reference if isinstance(reference, np.ndarray) else load_images(reference, max_samples)
+    sample_images = samples if isinstance(samples, np.ndarray) else load_images(samples, max_samples, progress)
+    reference_images = (
+        reference if isinstance(reference, np.ndarray) else load_images(reference, max_samples, progress)
+    )
     name = evaluator_name or getattr(feature_extractor, "name", type(feature_extractor).__name__)
     fake = extract_features(sample_images, feature_extractor, batch_size, device, progress)
     real = extract_features(reference_images, feature_extractor, batch_size, device, progress)

@@ -11,15 +11,18 @@ uint8 = clamp(127.5 * x + 128, 0, 255) truncated, as the reference `sample_c2i_d
 
 Reproducible and resumable: labels are drawn once from `seed`, and batch `b` samples with its own generator seeded
 from `(seed, b)`, so a batch regenerates the same images whatever ran before it. A rerun skips batches whose PNGs all
-exist and refuses to mix settings with an existing `run.json`.
+exist. `run.json` records the content fingerprints of the policy and the image tokenizer
+(`vapi_trl.provenance.fingerprint`) with every setting that changes the pixels; a folder is resumed only when all of
+them match, and a folder holding anything else is refused unless `overwrite=True` (which deletes only our own files).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,12 +39,21 @@ LABEL_SCHEMES = ("random", "balanced")
 # Settings that change the images: a resumed run must use the same values.
 _REPRODUCIBILITY_KEYS = (
     "seed", "label_scheme", "num_samples", "batch_size", "cfg_scale", "temperature", "top_k", "top_p", "bf16",
-    "resize", "num_classes",
+    "resize", "num_classes", "labels_sha256", "model_fingerprint", "image_tokenizer_fingerprint",
 )  # fmt: skip
+# Entries of a sample folder that `sample_class_to_image` writes (and `overwrite=True` may delete).
+_OWNED_ENTRY = re.compile(r"^(\d{6}\.png(\.tmp)?|samples\.npz(\.tmp)?|run\.json\.tmp)$")
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float, resize: int | None) -> None:
-    """Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1] and `resize` is `None` or positive."""
+def _check_sampling(
+    temperature: float, top_k: int, top_p: float, resize: int | None, cfg_scale: float = 1.0
+) -> None:
+    """
+    Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1], `resize` is `None` or positive and
+    cfg_scale >= 0.
+    """
+    if not cfg_scale >= 0:  # also NaN
+        raise ValueError(f"cfg_scale must be ≥ 0 (1.0 = no guidance), got {cfg_scale}.")
     if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(
             f"Need temperature > 0, top_k >= 0 and top_p in (0, 1]; got temperature={temperature}, "
@@ -88,7 +100,7 @@ class SamplingSettings:
             )
         if self.label_scheme not in LABEL_SCHEMES:
             raise ValueError(f"label_scheme must be one of {LABEL_SCHEMES}, got {self.label_scheme!r}.")
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize)
+        _check_sampling(self.temperature, self.top_k, self.top_p, self.resize, self.cfg_scale)
 
 
 def sample_labels(num_samples: int, num_classes: int, seed: int, scheme: str = "random") -> torch.LongTensor:
@@ -125,24 +137,15 @@ def png_path(output_dir: str, index: int) -> str:
     return os.path.join(output_dir, f"{index:06d}.png")
 
 
-def _write_run_file(output_dir: str, record: dict[str, Any], keys: Sequence[str], what: str = "samples") -> None:
-    """
-    Write `record` to `<output_dir>/run.json`, after refusing (`ValueError`) to resume a run whose existing `run.json`
-    differs on one of `keys` (the settings that change the images; `what` names the samples in the message).
-    """
-    path = os.path.join(output_dir, RUN_FILE)
-    if os.path.isfile(path):
-        with open(path) as file:
-            previous = json.load(file)
-        changed = {key: (previous.get(key), record[key]) for key in keys if previous.get(key) != record[key]}
-        if changed:
-            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise ValueError(
-                f"{output_dir!r} holds {what} made with other settings ({details}). Resuming would mix them: use the "
-                "same settings or another output directory."
-            )
-    with open(path, "w") as file:
-        json.dump(record, file, indent=2)
+def _prepare_run_folder(
+    output_dir: str, record: dict[str, Any], keys: Sequence[str], owned: re.Pattern, overwrite: bool, what: str
+) -> bool:
+    """`vapi_trl.provenance.prepare_output_folder` with the entries matching `owned` as the writer's own files."""
+    from vapi_trl.provenance import prepare_output_folder
+
+    return prepare_output_folder(
+        output_dir, record, keys, owned=lambda name: bool(owned.match(name)), overwrite=overwrite, what=what
+    )
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -165,6 +168,7 @@ def sample_class_to_image(
     labels: Sequence[int] | torch.Tensor | None = None,
     progress: bool = True,
     write_npz: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """
     Generate `settings.num_samples` images with `model.sample` and write PNGs, `samples.npz` and `run.json`.
@@ -178,6 +182,8 @@ def sample_class_to_image(
         labels: explicit labels `(num_samples,)` instead of `settings.label_scheme`.
         progress: show a tqdm bar.
         write_npz: write `samples.npz` at the end.
+        overwrite: delete the sample files already in `output_dir` (PNGs, `samples.npz`, `run.json`) instead of
+            refusing a folder that is not a resumable run of the same model, image tokenizer and settings.
 
     Returns:
         The run record (also written to `run.json`), with `"npz"` the path of the `.npz` when written and
@@ -186,10 +192,10 @@ def sample_class_to_image(
     from tqdm.auto import tqdm
 
     import vapi_trl
+    from vapi_trl.provenance import fingerprint
 
     settings.validate()
     output_dir = os.fspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     num_classes = int(model.config.num_classes)
     settings.num_classes = num_classes
     if labels is None:
@@ -206,7 +212,11 @@ def sample_class_to_image(
     record = {**asdict(settings), "label_scheme": scheme, "vapi_trl_version": vapi_trl.__version__}
     counts = torch.bincount(labels, minlength=num_classes)
     record["label_counts_min_max"] = [int(counts.min()), int(counts.max())]
-    _write_run_file(output_dir, record, _REPRODUCIBILITY_KEYS)
+    record["labels_sha256"] = hashlib.sha256(labels.numpy().astype("<i8").tobytes()).hexdigest()
+    # What made the pixels, by content: another model (or tokenizer) in the same folder is never taken as done.
+    record["model_fingerprint"] = fingerprint(model, progress)
+    record["image_tokenizer_fingerprint"] = fingerprint(image_tokenizer, progress)
+    _prepare_run_folder(output_dir, record, _REPRODUCIBILITY_KEYS, _OWNED_ENTRY, overwrite, what="samples")
 
     device = next(model.parameters()).device
     model.eval()
@@ -236,22 +246,29 @@ def sample_class_to_image(
         generated += 1
 
     if write_npz:
-        record["npz"] = write_npz_from_folder(output_dir, settings.num_samples)
+        record["npz"] = write_npz_from_folder(output_dir, settings.num_samples, progress=progress)
     record.update(generated_batches=generated, skipped_batches=skipped)
     return record
 
 
-def write_npz_from_folder(output_dir: str, num_samples: int, path: str | None = None) -> str:
+def write_npz_from_folder(
+    output_dir: str, num_samples: int, path: str | None = None, progress: bool = False
+) -> str:
     """Stack `000000.png` ... into `samples.npz` (`arr_0`, uint8 `[N, H, W, 3]`), the ADM evaluator's input."""
+    from tqdm.auto import tqdm
+
     arrays = []
-    for index in range(num_samples):
+    for index in tqdm(range(num_samples), desc="samples.npz", unit="image", disable=not progress):
         file = png_path(output_dir, index)
         if not os.path.isfile(file):
             raise FileNotFoundError(f"{file} is missing; rerun the sampler to complete the folder.")
         with PIL.Image.open(file) as image:
             arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
     path = path or os.path.join(output_dir, NPZ_FILE)
-    np.savez(path, arr_0=np.stack(arrays))
+    # Through a temporary file: an interrupted write never leaves a truncated .npz for `fid` to read.
+    with open(path + ".tmp", "wb") as file:
+        np.savez(file, arr_0=np.stack(arrays))
+    os.replace(path + ".tmp", path)
     return path
 
 

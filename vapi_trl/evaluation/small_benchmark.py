@@ -167,7 +167,7 @@ def balanced_labels(num_samples: int, num_classes: int) -> torch.LongTensor:
 
 @torch.no_grad()
 def free_running_samples(
-    policy, image_tokenizer, labels: torch.LongTensor, seed: int, batch_size: int = 500
+    policy, image_tokenizer, labels: torch.LongTensor, seed: int, batch_size: int = 500, progress: bool = False
 ) -> np.ndarray:
     """
     KV-cache AR samples (τ = 1, no filters, no CFG) for `labels` `[N]`, decoded: uint8 RGB `[N, H, W, 3]`.
@@ -175,10 +175,13 @@ def free_running_samples(
     Batch `b` draws from a generator seeded with `seed * 100003 + b`, so equal seeds and labels give equal images for
     any policy with the same vocabulary (the comparison uses common random numbers across arms).
     """
+    from tqdm.auto import tqdm
+
     policy.eval()
     device = next(policy.parameters()).device
     images = []
-    for index, chunk in enumerate(labels.split(batch_size)):
+    chunks = labels.split(batch_size)
+    for index, chunk in enumerate(tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False)):
         generator = torch.Generator(device=device).manual_seed(seed * 100_003 + index)
         ids = policy.sample(chunk.to(device), generator=generator)
         images.append(image_tokenizer.batch_decode(ids, output_type="np"))
@@ -264,15 +267,17 @@ class SmallBenchmark:
         metrics["class_accuracy"] = float((logits.argmax(1) == labels.numpy()).mean())
         return metrics
 
-    def evaluate(self, policy, seed: int, images: np.ndarray | None = None) -> dict[str, float]:
+    def evaluate(
+        self, policy, seed: int, images: np.ndarray | None = None, progress: bool = False
+    ) -> dict[str, float]:
         """
         All metrics of `policy` for sampling seed `seed`: fid, kid, precision, recall, class_accuracy (free-running
         samples), heldout_ce, tf_recon_mse (teacher-forced on test images). Pass `images` (uint8 RGB `[N, H, W, 3]`,
-        balanced labels) to score already generated samples.
+        balanced labels) to score already generated samples; `progress` shows a bar over the sampling batches.
         """
         labels = balanced_labels(self.num_samples, self.num_classes)
         if images is None:
-            images = free_running_samples(policy, self.image_tokenizer, labels, seed)
+            images = free_running_samples(policy, self.image_tokenizer, labels, seed, progress=progress)
         metrics = self._image_metrics(images, labels)
         metrics.update(
             teacher_forced_scores(policy, self.image_tokenizer, self.tf_pixels, self.tf_labels, self.tf_ids, seed)

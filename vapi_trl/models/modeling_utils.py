@@ -1,6 +1,9 @@
 """Pieces shared by the policy families: strict loading, sizes and checks of image-token policies, and the
 class-condition interface of VAPiTrainer."""
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import GenerationConfig
@@ -76,6 +79,45 @@ def check_context_ids(context_ids: torch.Tensor, batch_size: int, expected: int,
         )
 
 
+def torch_load_failure_reason(error: BaseException) -> str:
+    """
+    The reason a `torch.load(weights_only=True)` failed, in one line, without torch's advice to retry with
+    `weights_only=False` (which would run arbitrary code from an untrusted file).
+    """
+    for line in (line.strip() for line in str(error).splitlines()):
+        line = line.removeprefix("WeightsUnpickler error: ")
+        if not line or "weights_only" in line or "two options" in line:
+            continue
+        if line.startswith(("(1)", "(2)", "Check the documentation", "Please file", "Weights only load failed")):
+            continue
+        return line
+    return type(error).__name__
+
+
+def class_label_value(value: Any) -> int:
+    """
+    A dataset's class label as an `int`. Integers (Python, numpy, 0-dim tensors) and integral floats (`3.0`, as
+    pandas writes an int column with gaps) are taken as is; `3.7`, NaN, strings and bools raise instead of being
+    truncated, since `int(3.7)` would silently train on class 3.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"class_label must be an integer class id, got {value!r} ({type(value).__name__}). Map names to ids "
+            "first, e.g. with a datasets ClassLabel feature (dataset.class_encode_column)."
+        )
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(
+                f"class_label must be an integer class id, got {value!r}: fix or drop that row (a float label column "
+                "is only accepted when every value is a whole number)."
+            )
+        value = int(value)
+    return value
+
+
+
 class ConditionDropout(nn.Dropout):
     """Classifier-free-guidance condition dropout: in train mode, each row's condition is replaced by the null
     condition with probability `p`, one draw per row (official LlamaGen `LabelEmbedder.token_drop`).
@@ -123,7 +165,7 @@ class ClassConditionMixin:
 
         Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
         """
-        labels = torch.tensor([int(row["class_label"]) for row in rows], dtype=torch.long)
+        labels = torch.tensor([class_label_value(row["class_label"]) for row in rows], dtype=torch.long)
         bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
         if bad.numel():
             raise ValueError(

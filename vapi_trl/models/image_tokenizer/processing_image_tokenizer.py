@@ -37,7 +37,7 @@ VQ_MODEL_SUBFOLDER = "vq_model"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 # PIL modes whose `convert("RGB")` saturates at 255 instead of scaling (16-bit PNG, 32-bit integer).
-_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 # Tolerance on the [-1, 1] range check: float rounding in resize/normalize may overshoot by a few ulps.
 _RANGE_TOLERANCE = 1e-3
@@ -105,8 +105,6 @@ def _rgb_pil_image(image: PIL.Image.Image | np.ndarray | torch.Tensor, index: in
         image = image.permute(1, 2, 0).numpy()
     if isinstance(image, np.ndarray):
         image = PIL.Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
-    if min(image.size) == 0:
-        raise ValueError(f"Image {index} is empty ({image.size[0]}x{image.size[1]} pixels).")
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
         return PIL.Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
@@ -114,10 +112,28 @@ def _rgb_pil_image(image: PIL.Image.Image | np.ndarray | torch.Tensor, index: in
 
 
 def _to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Scale a 16/32-bit integer grayscale PIL image to 8-bit `L` (PIL's own conversion clips everything above 255)."""
+    """
+    A 16/32-bit integer (`I;16`, `I`) or float (`F`) grayscale PIL image as 8-bit `L` (PIL's own conversion clips
+    everything above 255, and maps floats in [0, 1] to black).
+
+    Integer images: values ≤ 255 are taken as 8-bit (an `I` image opened from an 8-bit file), else scaled from the
+    16-bit range (65535 -> 255). Float images: values in [0, 1] are scaled by 255, values in [0, 255] taken as is;
+    anything else (negative, above 255, NaN) is ambiguous and raises a `ValueError`.
+    """
     array = np.asarray(image).astype(np.float64)
-    array = np.clip(array, 0, 65535) / 257.0  # 65535 -> 255
-    return PIL.Image.fromarray(np.round(array).astype(np.uint8), mode="L")
+    if array.size == 0:
+        return PIL.Image.fromarray(array.astype(np.uint8), mode="L")
+    low, high = float(array.min()), float(array.max())
+    if image.mode == "F":
+        if not (np.isfinite(array).all() and 0.0 <= low and high <= 255.0):
+            raise ValueError(
+                f"A float (mode 'F') image has values in [{low}, {high}]; only [0, 1] or [0, 255] can be read "
+                "unambiguously. Convert it to 8-bit first, e.g. PIL.Image.fromarray(uint8_array)."
+            )
+        array = array * 255.0 if high <= 1.0 else array
+    elif high > 255:
+        array = np.clip(array, 0, 65535) / 257.0  # 65535 -> 255
+    return PIL.Image.fromarray(np.round(np.clip(array, 0, 255)).astype(np.uint8), mode="L")
 
 
 class ImageTokenizerProcessor(ProcessorMixin):
@@ -442,6 +458,10 @@ class ImageTokenizerProcessor(ProcessorMixin):
     def _prepare_image(self, image: Any, index: int) -> PIL.Image.Image | np.ndarray | torch.Tensor:
         """Validate one raw image and fix what the image processor gets wrong (high bit depth PIL modes)."""
         if isinstance(image, PIL.Image.Image):
+            if 0 in image.size:
+                raise ValueError(
+                    f"Image {index} is empty ({image.width}×{image.height} pixels); drop it from the data."
+                )
             return _to_8bit(image) if image.mode in _HIGH_BIT_DEPTH_MODES else image
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
@@ -449,6 +469,8 @@ class ImageTokenizerProcessor(ProcessorMixin):
                     f"numpy images must be uint8 in [0, 255], got dtype {image.dtype} (image {index}). Convert with "
                     "`.astype(np.uint8)`, or pass preprocessed pixels as a float torch tensor in [-1, 1]."
                 )
+            if image.ndim >= 2 and 0 in image.shape[:2]:
+                raise ValueError(f"Image {index} is empty (shape {list(image.shape)}); drop it from the data.")
             if image.ndim == 3 and image.shape[-1] == 1:
                 image = image[..., 0]
             if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):

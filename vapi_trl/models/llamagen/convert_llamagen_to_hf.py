@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from transformers import JanusVQVAE, JanusVQVAEConfig
 
+from ..modeling_utils import torch_load_failure_reason
 from .configuration_llamagen import LlamaGenConfig
 from .modeling_llamagen import LlamaGenForClassToImage, LlamaGenForTextToImage, permute_interleaved_to_half
 
@@ -96,6 +97,11 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+# What `torch.load(weights_only=True)` raises on a truncated, corrupt or non-checkpoint file.
+_TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
+)  # fmt: skip
+
 def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     Read an official LlamaGen `.pt` file and return its flat state dict (name -> tensor, on CPU).
@@ -115,11 +121,12 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         # DDP checkpoints pickle the training `argparse.Namespace` under "args"; allow that class and nothing else.
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as error:
+    except _TORCH_LOAD_ERRORS as error:
         raise ValueError(
             f"{path!r} is not a PyTorch checkpoint that can be read safely (torch.load(weights_only=True) failed: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}). Pass the official LlamaGen "
-            "`.pt` file (e.g. c2i_XXL_384.pt or vq_ds16_c2i.pt); files that pickle custom classes are not supported."
+            f"{torch_load_failure_reason(error)}): the file is truncated, corrupt, or not a checkpoint. Pass the "
+            "official LlamaGen `.pt` file (e.g. c2i_XXL_384.pt or vq_ds16_c2i.pt); files that pickle custom classes "
+            "are not supported."
         ) from error
     state_dict = None
     if _is_state_dict(obj):
@@ -418,12 +425,19 @@ def build_llamagen_vq(state_dict: Mapping[str, torch.Tensor], config: JanusVQVAE
 # ------------------------------------------------------------------------------------------------------------------
 
 
+# The image sides of the official releases, named when `image_size` is missing.
+RELEASE_IMAGE_SIZES = (
+    "C2I 256 for c2i_B_256.pt / c2i_L_256.pt, 384 for c2i_L_384.pt / c2i_XL_384.pt / c2i_XXL_384.pt / c2i_3B_384.pt "
+    "(vq_ds16_c2i.pt); T2I 256 for t2i_XL_stage1_256.pt, 512 for t2i_XL_stage2_512.pt (vq_ds16_t2i.pt)"
+)
+
+
 def convert_llamagen_checkpoints(
     output_dir: str | os.PathLike,
     gpt_ckpt: str | os.PathLike | None = None,
     vq_ckpt: str | os.PathLike | None = None,
     gpt_model: str | None = None,
-    image_size: int = 384,
+    image_size: int | None = None,
     gpt_overrides: Mapping[str, Any] | None = None,
     vq_overrides: Mapping[str, Any] | None = None,
     dtype: torch.dtype | None = torch.float32,
@@ -439,6 +453,8 @@ def convert_llamagen_checkpoints(
       `vq_model/`), for `image_size`² images.
 
     Args:
+        image_size: required, the image side the checkpoint was trained at (`RELEASE_IMAGE_SIZES`): no tensor
+            records it, and a wrong value converts without error.
         gpt_overrides: `LlamaGenConfig` fields over the preset (`hidden_size`, `num_hidden_layers`, ...).
         vq_overrides: `llamagen_vq_config` arguments (`codebook_size`, `codebook_embed_dim`, `ch_mult`, `z_channels`).
         dtype: dtype of the saved policy weights (`None` keeps the checkpoint's); the VQ is always fp32.
@@ -455,6 +471,12 @@ def convert_llamagen_checkpoints(
     if gpt_ckpt is None and vq_ckpt is None:
         raise ValueError(
             "Nothing to convert: give a GPT checkpoint (--gpt-ckpt), a VQ checkpoint (--vq-ckpt) or both."
+        )
+    if image_size is None:
+        # RoPE keeps no table in the file and every weight shape is resolution-free: a wrong side converts cleanly.
+        raise ValueError(
+            "--image-size is required: the checkpoint does not record the image side it was trained at, and a wrong "
+            f"one converts without error (e.g. a 576-token grid for a 256-px model). Releases: {RELEASE_IMAGE_SIZES}."
         )
     output_dir = os.fspath(output_dir)
     written: dict[str, str] = {}

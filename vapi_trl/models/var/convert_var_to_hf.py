@@ -10,9 +10,10 @@ folders.
   into the policy's frozen `quantize` (its teacher-forcing input is rebuilt from ids), so the VAE file is required.
 
 The architecture is read from the tensors (depth, width, classes, codebook, FFN ratio, `shared_aln`, `attn_l2_norm`
-from the presence of `scale_mul_1H11`, `patch_nums` from `lvl_1L`, VAE widths and Phi sharing); the heads of a model
-without `scale_mul_1H11` follow the official rule heads = depth unless given. Loads are strict: missing, unexpected and
-mis-shaped keys raise a `ValueError`. Files are read with `torch.load(weights_only=True)`; outputs are safetensors.
+from the presence of `scale_mul_1H11`, `patch_nums` from `lvl_1L`, VAE widths and Phi sharing); a model without
+`scale_mul_1H11` (dot-product attention) records no head count, so it must be given (`num_attention_heads`). Loads
+are strict: missing, unexpected and mis-shaped keys raise a `ValueError`. Files are read with
+`torch.load(weights_only=True)`; outputs are safetensors.
 
 ```python
 from vapi_trl.models.var.convert_var_to_hf import convert_var_checkpoints
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..modeling_utils import torch_load_failure_reason
 from .configuration_var import VAR_PATCH_NUMS_256, VARConfig, VARVQVAEConfig
 from .modeling_var import VARForClassToImage, block_causal_mask, scale_levels
 from .modeling_var_vqvae import VARVQVAE
@@ -46,16 +49,57 @@ _STATE_DICT_KEYS = ("model", "module", "state_dict", "var_wo_ddp", "vae_wo_ddp")
 _ZERO_K_BIAS = re.compile(r"^blocks\.\d+\.attn\.zero_k_bias$")
 
 
-def load_official_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an official `.pth` with `torch.load(weights_only=True)`; unwraps `model`/`module`/`state_dict` entries."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+# What `torch.load(weights_only=True)` raises on a truncated, corrupt or non-checkpoint file.
+_TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
+)  # fmt: skip
+
+def load_official_state_dict(path: str | os.PathLike, what: str = "VAR") -> dict[str, torch.Tensor]:
+    """
+    Read an official `.pth` with `torch.load(weights_only=True)`; unwraps `model`/`module`/`state_dict` entries.
+
+    Raises:
+        `FileNotFoundError` if `path` is not a file; `ValueError` naming the file if it is truncated, corrupt, not a
+        PyTorch checkpoint, or holds no state dict of tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as error:
+        raise ValueError(
+            f"{path!r} is not a PyTorch checkpoint that can be read safely ({torch_load_failure_reason(error)}): the "
+            f"file is truncated, corrupt, or pickles custom classes. Pass the official {what} file (e.g. "
+            "vae_ch160v4096z32.pth or var_d16.pth), downloaded again if it is incomplete."
+        ) from error
     for key in _STATE_DICT_KEYS:
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (top-level keys: {list(state)[:10]}).")
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = [str(key) for key in list(state)[:10]] if isinstance(state, Mapping) else type(state).__name__
+        raise ValueError(f"{path!r} does not hold a state dict of tensors (found: {found}).")
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+# Tensors every official file of each kind has: checked first, so another model's file gets a message, not a KeyError.
+_REQUIRED_VAE_KEYS = ("quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight")
+_REQUIRED_VAR_KEYS = ("class_emb.weight", "head.weight", "word_embed.weight", "blocks.0.ffn.fc1.weight")
+
+
+def _require_keys(state_dict: Mapping[str, torch.Tensor], keys: Sequence[str], path: Any, what: str) -> None:
+    missing = [key for key in keys if key not in state_dict]
+    if missing:
+        hint = ""
+        if any(key.startswith(("tok_embeddings.", "cls_embedding.", "layers.")) for key in state_dict):
+            hint = " It looks like a LlamaGen GPT checkpoint: convert it with `vapi-trl convert-llamagen`."
+        elif any(key.startswith(("encoder.down.", "decoder.up.")) for key in state_dict) and what == "VAR transformer":
+            hint = " It looks like a VQ-VAE file: pass it as --vae-ckpt."
+        raise ValueError(
+            f"{os.fspath(path)!r} is not an official {what} checkpoint: it has no {missing} (first keys: "
+            f"{sorted(state_dict)[:5]}).{hint}"
+        )
 
 
 def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -142,6 +186,10 @@ def patch_nums_from_levels(lvl_1L: torch.Tensor) -> list[int]:
     if any(side * side != count for side, count in zip(sides, counts)):
         raise ValueError(f"`lvl_1L` scale sizes {counts} are not squares; the checkpoint is not a VAR pyramid.")
     return sides
+
+
+def _depth(state_dict: Mapping[str, torch.Tensor]) -> int:
+    return len({int(m.group(1)) for k in state_dict if (m := re.match(r"^blocks\.(\d+)\.", k))})
 
 
 def infer_var_config(
@@ -243,12 +291,23 @@ def convert_var_checkpoints(
         var_ckpt: official transformer file (`var_d16.pth` ...), or `None` for the tokenizer only.
         vae_ckpt: official tokenizer file (`vae_ch160v4096z32.pth`); also the source of the policy's quantizer copy.
         patch_nums: scale sides; default: read from the transformer's `lvl_1L`, else the official 256-px pyramid.
-        num_attention_heads: heads of a checkpoint without `scale_mul_1H11` (default: depth, the official rule).
+        num_attention_heads: heads of a checkpoint without `scale_mul_1H11` (required there: no tensor shape tells
+            it, and a wrong value loads; the VAR releases use heads = depth).
         dtype: dtype of the saved policy weights (`None` keeps the checkpoint's); the VQ and `quantize` stay fp32.
         verify: reload both folders strictly and compare every tensor.
     """
-    vae_state = load_official_state_dict(vae_ckpt)
-    var_state = load_official_state_dict(var_ckpt) if var_ckpt is not None else None
+    vae_state = load_official_state_dict(vae_ckpt, what="VAR VQ-VAE")
+    _require_keys(vae_state, _REQUIRED_VAE_KEYS, vae_ckpt, "VAR VQ-VAE")
+    var_state = load_official_state_dict(var_ckpt, what="VAR transformer") if var_ckpt is not None else None
+    if var_state is not None:
+        _require_keys(var_state, _REQUIRED_VAR_KEYS, var_ckpt, "VAR transformer")
+        if "blocks.0.attn.scale_mul_1H11" not in var_state and num_attention_heads is None:
+            # Dot-product attention: the head count is in no tensor shape, and a wrong one still loads.
+            raise ValueError(
+                f"{os.fspath(var_ckpt)!r} uses dot-product attention (no `attn.scale_mul_1H11`), so its number of "
+                "attention heads cannot be read from the weights: pass --num-heads (the VAR releases use heads = "
+                f"depth, here {_depth(var_state)})."
+            )
     if patch_nums is None and var_state is not None and "lvl_1L" in var_state:
         patch_nums = patch_nums_from_levels(var_state["lvl_1L"])
     vq_config = infer_vqvae_config(vae_state, patch_nums=patch_nums)
