@@ -77,11 +77,12 @@ def main(args: argparse.Namespace) -> int:
     """Cache the T5 caption features of the dataset named in `args`; returns the exit code."""
     import torch
 
-    from vapi_trl.commands.train_t2i import load_t2i_dataset, load_text_encoder
+    from vapi_trl.commands.train_t2i import load_t2i_dataset
+    from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
 
     check_output_folder(args.out, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    text_encoder = load_text_encoder(args.text_encoder_name_or_path, args.max_length, args.dtype).to(device)
+    text_encoder = load_caption_encoder(args.text_encoder_name_or_path, args.max_length, args.dtype).to(device)
     dataset = load_t2i_dataset(
         dataset_name=args.dataset_name,
         tar_shards=args.tar_shards,

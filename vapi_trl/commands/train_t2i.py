@@ -180,24 +180,6 @@ def load_t2i_dataset(
     return dataset
 
 
-def load_text_encoder(name_or_path: str, max_length: int, dtype: str = "bfloat16"):
-    """A `T5CaptionEncoder` from a `T5CaptionEncoder` folder (has `processor_config.json`) or a T5 checkpoint."""
-    import torch
-
-    from vapi_trl.models import T5CaptionEncoder
-
-    if os.path.isfile(os.path.join(name_or_path, "processor_config.json")):
-        encoder = T5CaptionEncoder.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
-        if encoder.max_length != max_length:
-            raise ValueError(
-                f"{name_or_path} encodes {encoder.max_length} caption slots, the policy has {max_length}."
-            )
-        return encoder
-    return T5CaptionEncoder.from_text_encoder_pretrained(
-        name_or_path, max_length=max_length, dtype=getattr(torch, dtype)
-    )
-
-
 def has_cached_features(dataset) -> bool:
     """Whether the rows carry pre-computed `caption_embeds` (then no text encoder is needed)."""
     return "caption_embeds" in (dataset.column_names or [])
@@ -208,6 +190,7 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
     from trl import get_peft_config
 
     from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForTextToImage
+    from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
 
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
@@ -233,7 +216,7 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
     )
     text_encoder = None
     if not has_cached_features(dataset):
-        text_encoder = load_text_encoder(
+        text_encoder = load_caption_encoder(
             script_args.text_encoder_name_or_path, model.config.cls_token_num, script_args.text_encoder_dtype
         )
     return run_training(
@@ -260,7 +243,6 @@ __all__ = [
     "T2I_RECIPE_DEFAULTS",
     "has_cached_features",
     "load_t2i_dataset",
-    "load_text_encoder",
     "main",
     "make_parser",
 ]

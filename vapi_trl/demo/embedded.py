@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation.arrays import to_pixels, to_rgb_uint8  # re-exported: the demo data in these layouts
+
 DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 DATA_FILE = os.path.join(DEMO_DIR, "data", "fashion_mnist_subset.npz")
 WEIGHTS_DIR = os.path.join(DEMO_DIR, "weights")
@@ -78,19 +80,6 @@ def load_arrays(split: str, limit: int | None = None) -> tuple[np.ndarray, np.nd
             raise ValueError(f"limit must be ≥ 1, got {limit}.")
         images, labels = images[:limit], labels[:limit]
     return pad_images(images), labels
-
-
-def to_pixels(images: np.ndarray) -> torch.Tensor:  # noqa: F821
-    """uint8 grayscale `[N, 32, 32]` → float32 RGB `[N, 3, 32, 32]` in [-1, 1] (what the VQ preprocessing gives)."""
-    import torch
-
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0)
-    return pixels[:, None].expand(-1, 3, -1, -1).contiguous()
-
-
-def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
-    """uint8 grayscale `[N, H, W]` → uint8 RGB `[N, H, W, 3]` (the layout of the metrics module)."""
-    return np.repeat(images[..., None], 3, axis=-1)
 
 
 def load_dataset(split: str = "train", limit: int | None = None):

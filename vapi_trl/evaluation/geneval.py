@@ -311,7 +311,7 @@ def load_text_to_image_policy(
         info["text_encoder_path"] = text_encoder_name_or_path or model_path
         processing_class = tokenizer
     else:
-        from vapi_trl.commands.train_t2i import load_text_encoder
+        from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
         from vapi_trl.models import LlamaGenForTextToImage
 
         policy = LlamaGenForTextToImage.from_pretrained(model_path, **load_kwargs)
@@ -328,7 +328,7 @@ def load_text_to_image_policy(
             saved = os.path.isfile(os.path.join(model_path, "processor_config.json"))
             text_encoder_name_or_path = model_path if saved else "google/flan-t5-xl"
         dtype_name = str(text_encoder_dtype).removeprefix("torch.")
-        processing_class = load_text_encoder(text_encoder_name_or_path, policy.config.cls_token_num, dtype_name)
+        processing_class = load_caption_encoder(text_encoder_name_or_path, policy.config.cls_token_num, dtype_name)
         processing_class.to(device)
         info["text_encoder_path"] = text_encoder_name_or_path
     policy = policy.to(device).eval()

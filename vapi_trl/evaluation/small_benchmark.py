@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arrays import to_pixels, to_rgb_uint8
 from .metrics import extract_features, feature_statistics, frechet_distance, improved_precision_recall
 
 CLASSIFIER_CONFIG = "classifier_config.json"
@@ -240,7 +241,6 @@ class SmallBenchmark:
         self, image_tokenizer, feature_classifier: SmallClassifier, heldout_classifier: SmallClassifier,
         test_images: np.ndarray, test_labels: np.ndarray, num_samples: int = 2000, num_tf_images: int = 1000,
     ) -> None:  # fmt: skip
-        from vapi_trl.demo.embedded import to_pixels, to_rgb_uint8
 
         if len(test_images) < 2 * num_samples:
             raise ValueError(

@@ -429,11 +429,26 @@ class T5CaptionEncoder(ProcessorMixin):
         return self.encode(captions, device=device)
 
 
+def load_caption_encoder(name_or_path: str, max_length: int, dtype: str = "bfloat16") -> "T5CaptionEncoder":
+    """A `T5CaptionEncoder` from a `T5CaptionEncoder` folder (has `processor_config.json`) or a T5 checkpoint."""
+    if os.path.isfile(os.path.join(name_or_path, "processor_config.json")):
+        encoder = T5CaptionEncoder.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
+        if encoder.max_length != max_length:
+            raise ValueError(
+                f"{name_or_path} encodes {encoder.max_length} caption slots, the policy has {max_length}."
+            )
+        return encoder
+    return T5CaptionEncoder.from_text_encoder_pretrained(
+        name_or_path, max_length=max_length, dtype=getattr(torch, dtype)
+    )
+
+
 __all__ = [
     "DEFAULT_CAPTION_SLOTS",
     "DEFAULT_TEXT_ENCODER",
     "TEXT_ENCODER_SUBFOLDER",
     "T5CaptionEncoder",
+    "load_caption_encoder",
     "clean_caption",
     "pad_caption_features",
     "preprocess_caption",
