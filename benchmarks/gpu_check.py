@@ -556,7 +556,7 @@ def launch_config(name: str, device: torch.device) -> dict:
         command = [accelerate, "launch", *options, os.path.abspath(__file__), "--worker", output_dir]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GPU_CHECK_DEVICE": device.type}
         start = time.perf_counter()
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=420, check=False)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
         wall = time.perf_counter() - start
         record_path = os.path.join(output_dir, "worker.json")
         if result.returncode != 0 or not os.path.isfile(record_path):
