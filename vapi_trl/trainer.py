@@ -340,10 +340,13 @@ class VAPiTrainer(GRPOTrainer):
         if args.kl_coef > 0:
             ref_logps = self._reference_log_probs(condition, context_ids, completion_ids)
 
-        with profiling_context(self, "vq_decode"):
+        # decode_dtype="bfloat16": bf16 autocast for the frozen VQ decode and LPIPS (error measured in
+        # docs/benchmarks.md); rewards come out fp32 either way.
+        bf16_decode = args.decode_dtype == "bfloat16"
+        with profiling_context(self, "vq_decode"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
             decoded = self.image_tokenizer.decode(completion_ids.flatten(0, 1))
         decoded = decoded.view(*completion_ids.shape[:2], *decoded.shape[1:])
-        with profiling_context(self, "pixel_reward"):
+        with profiling_context(self, "pixel_reward"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
             terms = self.pixel_reward(decoded, target_pixels)
         rewards = self._combine_rewards(terms.total, inputs, decoded, completion_ids)
         advantages = group_advantages(rewards, std_eps=args.adv_std_eps, clip=args.adv_clip)
@@ -657,7 +660,12 @@ class _NonFiniteStepGuard(TrainerCallback):
     """Skips optimizer steps whose gradients are not finite, so that weights and optimizer state never see NaN.
 
     Runs between gradient clipping and `optimizer.step()`. Setting every gradient to None makes AdamW leave the
-    parameters and its moments untouched. The decision is made on all processes' flags, so ranks stay in step.
+    parameters and its moments untouched. The decision is made on all processes' flags, so ranks stay in step. FSDP2
+    gradients are sharded DTensors: each rank checks its local shard. Under DeepSpeed the step has already run inside
+    `accelerator.backward` (`engine.step()`), on gradients partitioned across ranks (`p.grad` is None): DeepSpeed's
+    ZeRO optimizers skip a step whose gradient norm is not finite themselves (bf16 `check_grad_overflow`, on by
+    default, and the grad-norm check under clipping), agreed across ranks, and `engine.was_step_applied()` says so;
+    the guard counts those steps and stops the run in the same way.
     """
 
     def __init__(self, trainer: "VAPiTrainer"):
@@ -665,13 +673,17 @@ class _NonFiniteStepGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         trainer = self.trainer
-        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
-        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
-        bad = gather(finite.logical_not().float().reshape(1).to(trainer.accelerator.device)).sum().item() > 0
+        if trainer.is_deepspeed_enabled:
+            bad = not trainer.model_wrapped.was_step_applied()
+        else:
+            grads = [_local_shard(p.grad) for p in trainer.model.parameters() if p.grad is not None]
+            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
+            bad = gather(finite.logical_not().float().reshape(1).to(trainer.accelerator.device)).sum().item() > 0
         if not bad:
             trainer._consecutive_bad_steps = 0
             return
-        trainer.optimizer.zero_grad(set_to_none=True)
+        if not trainer.is_deepspeed_enabled:
+            trainer.optimizer.zero_grad(set_to_none=True)
         trainer._skipped_steps += 1
         trainer._consecutive_bad_steps += 1
         logger.warning(
@@ -688,6 +700,11 @@ class _NonFiniteStepGuard(TrainerCallback):
                 f"{state.global_step}. Check the data and rewards for NaN/inf, lower the learning rate, or train in "
                 "fp32; resume from the last checkpoint with resume_from_checkpoint=True."
             )
+
+
+def _local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a (possibly FSDP2-sharded DTensor) gradient."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _defer_image_decoding(dataset):
