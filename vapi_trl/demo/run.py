@@ -122,12 +122,6 @@ def run_demo(
     Returns:
         The report written to `report.json`.
     """
-    import torch
-
-    from vapi_trl import VAPiConfig, VAPiTrainer
-    from vapi_trl.demo import embedded
-    from vapi_trl.evaluation.small_benchmark import SmallBenchmark
-
     settings = settings or DemoSettings()
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise ValueError(
@@ -142,17 +136,8 @@ def run_demo(
         if progress:
             print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
-    # Load the embedded base and data.
     mark = time.perf_counter()
-    policy = embedded.load_policy()
-    image_tokenizer = embedded.load_image_tokenizer()
-    feature_classifier, heldout_classifier = embedded.load_classifiers()
-    train_dataset = embedded.load_dataset("train", limit=settings.train_images)
-    test_images, test_labels = embedded.load_arrays("test")
-    benchmark = SmallBenchmark(
-        image_tokenizer, feature_classifier, heldout_classifier, test_images, test_labels,
-        num_samples=settings.eval_samples,
-    )  # fmt: skip
+    policy, image_tokenizer, train_dataset, benchmark = _load_embedded(settings)
     timings["load_s"] = time.perf_counter() - mark
     use_lpips = lpips_available("vgg")
     if use_lpips:
@@ -164,7 +149,69 @@ def run_demo(
         )
 
     # The training arguments first: a bad value fails now, not after a minute of scoring.
-    args = VAPiConfig(
+    args = _training_args(settings, output_dir, use_lpips, progress)
+    num_classes = policy.config.num_classes
+
+    def score(policy, when: str) -> dict[str, float]:
+        """Benchmark metrics of `policy` and its sample grid `samples_{when}.png`, same seeds and labels each time."""
+        mark = time.perf_counter()
+        metrics = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
+        save_grid(
+            grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
+            os.path.join(output_dir, f"samples_{when}.png"), columns=settings.grid_per_class,
+        )  # fmt: skip
+        timings[f"evaluate_{when}_s"] = time.perf_counter() - mark
+        return metrics
+
+    say(f"Scoring the base policy on {settings.eval_samples} free-running samples ...")
+    before = score(policy, "before")
+    floor = benchmark.real_floor()
+
+    mark = time.perf_counter()
+    say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
+    policy, logs = _align(policy, args, train_dataset, image_tokenizer, progress)
+    timings["train_s"] = time.perf_counter() - mark
+    timings["train_step_s"] = timings["train_s"] / settings.steps
+
+    say("Scoring the aligned policy with the same seeds and labels ...")
+    after = score(policy, "after")
+
+    mark = time.perf_counter()
+    policy.save_pretrained(os.path.join(output_dir, "policy"))
+    image_tokenizer.save_pretrained(os.path.join(output_dir, "image_tokenizer"))
+    timings["save_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+
+    report = _report(settings, use_lpips, args.lpips_weight, before, after, floor, logs, timings)
+    with open(os.path.join(output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    return report
+
+
+
+def _load_embedded(settings: DemoSettings):
+    """The shipped base policy and image tokenizer, the training rows and the benchmark on the held-out split."""
+    from vapi_trl.demo import embedded
+    from vapi_trl.evaluation.small_benchmark import SmallBenchmark
+
+    image_tokenizer = embedded.load_image_tokenizer()
+    feature_classifier, heldout_classifier = embedded.load_classifiers()
+    test_images, test_labels = embedded.load_arrays("test")
+    benchmark = SmallBenchmark(
+        image_tokenizer, feature_classifier, heldout_classifier, test_images, test_labels,
+        num_samples=settings.eval_samples,
+    )  # fmt: skip
+    train_dataset = embedded.load_dataset("train", limit=settings.train_images)
+    return embedded.load_policy(), image_tokenizer, train_dataset, benchmark
+
+
+def _training_args(settings: DemoSettings, output_dir: str, use_lpips: bool, progress: bool):
+    """The demo's `VAPiConfig`: the settings' geometry and learning rate, reward −(MSE [+ LPIPS-VGG]), no saving."""
+    import torch
+
+    from vapi_trl import VAPiConfig
+
+    return VAPiConfig(
         output_dir=os.path.join(output_dir, "trainer"),
         max_steps=settings.steps,
         per_device_train_batch_size=settings.num_images * settings.num_generations,
@@ -184,21 +231,12 @@ def run_demo(
         seed=settings.seed,
         dataloader_num_workers=0,
     )
-    # Before.
-    mark = time.perf_counter()
-    say(f"Scoring the base policy on {settings.eval_samples} free-running samples ...")
-    before = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
-    floor = benchmark.real_floor()
-    num_classes = policy.config.num_classes
-    save_grid(
-        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-        os.path.join(output_dir, "samples_before.png"), columns=settings.grid_per_class,
-    )  # fmt: skip
-    timings["evaluate_before_s"] = time.perf_counter() - mark
 
-    # Train.
-    mark = time.perf_counter()
-    say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
+
+def _align(policy, args, train_dataset, image_tokenizer, progress: bool):
+    """VA-π on `policy`; returns the aligned policy in eval mode and the logged training entries."""
+    from vapi_trl import VAPiTrainer
+
     policy.train()
     trainer = VAPiTrainer(model=policy, args=args, train_dataset=train_dataset, image_tokenizer=image_tokenizer)
     if not progress:  # without a progress bar, Trainer prints every log dict instead: the report holds them anyway
@@ -206,31 +244,17 @@ def run_demo(
 
         trainer.remove_callback(PrinterCallback)
     trainer.train()
-    policy = trainer.policy.eval()
-    timings["train_s"] = time.perf_counter() - mark
-    timings["train_step_s"] = timings["train_s"] / settings.steps
+    return trainer.policy.eval(), [entry for entry in trainer.state.log_history if "loss" in entry]
 
-    # After.
-    mark = time.perf_counter()
-    say("Scoring the aligned policy with the same seeds and labels ...")
-    after = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
-    save_grid(
-        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-        os.path.join(output_dir, "samples_after.png"), columns=settings.grid_per_class,
-    )  # fmt: skip
-    timings["evaluate_after_s"] = time.perf_counter() - mark
 
-    mark = time.perf_counter()
-    policy.save_pretrained(os.path.join(output_dir, "policy"))
-    image_tokenizer.save_pretrained(os.path.join(output_dir, "image_tokenizer"))
-    timings["save_s"] = time.perf_counter() - mark
-    timings["total_s"] = time.perf_counter() - started
+def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timings) -> dict[str, Any]:
+    """The `report.json` content: settings, before/after/floor metrics, training logs, timings, environment."""
+    import torch
 
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    report = {
+    return {
         "settings": asdict(settings),
         "reward": "-(MSE + LPIPS-VGG)" if use_lpips else "-MSE (LPIPS backbone weights not available locally)",
-        "lpips_weight": args.lpips_weight,
+        "lpips_weight": lpips_weight,
         "metrics": {
             "before": before,
             "after": after,
@@ -266,9 +290,6 @@ def run_demo(
             "python": platform.python_version(),
         },
     }
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
