@@ -11,6 +11,8 @@ from vapi_trl.models.image_tokenizer.image_transforms import center_crop_arr
 
 from .conftest import tiny_vq_config
 
+pytestmark = pytest.mark.numerics
+
 
 def official_center_crop_arr(pil_image, image_size):
     """Verbatim from openai/guided-diffusion `image_datasets.py` (as in LlamaGen `dataset/augmentation.py`)."""
