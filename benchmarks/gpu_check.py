@@ -11,7 +11,7 @@ One command measures, on one CUDA GPU, and writes `gpu_check.json` plus `gpu_che
   mid-block attention: time per image and the reward / advantage difference to fp32 against the within-group reward
   spread; plus the same error on the shipped demo VQ and policy (trained weights, 32 px);
 - d. each config in `examples/accelerate_configs/` launched with `accelerate launch` on a tiny model for two steps
-  (the second with a NaN reward: the non-finite guard must skip it), then save and reload with `from_pretrained`;
+  (the second with an inf reward: the non-finite guard must skip it), then save and reload with `from_pretrained`;
 - e. the official G-fold loss pass against ours at XXL size, same run (`benchmarks/step_cost.py`).
 
 `--tiny --device cpu` runs every part end to end with tiny sizes (part d on 2 gloo CPU processes where a backend
@@ -573,7 +573,7 @@ def launch_config(name: str, device: torch.device) -> dict:
 
 
 def worker(output_dir: str) -> None:
-    """Runs under `accelerate launch`: 2 steps of a tiny LlamaGen, the second with a NaN reward, then save + reload."""
+    """Runs under `accelerate launch`: 2 steps of a tiny LlamaGen, the second with an inf reward, then save + reload."""
     from safetensors import safe_open
 
     from tests.conftest import make_image_dataset, tiny_llamagen_config, tiny_vq_config
@@ -587,9 +587,11 @@ def worker(output_dir: str) -> None:
     policy = LlamaGenForClassToImage(tiny_llamagen_config(num_classes=16))
     calls = []
 
-    def nan_on_second_step(prompts, completions, **kwargs):  # step 2 is poisoned: its gradients are non-finite
+    # Step 2 is poisoned (+inf: an extra reward's NaN means "does not apply" in TRL): its gradients are non-finite.
+    def inf_on_second_step(prompts, completions, **kwargs):
         calls.append(len(completions))
-        return [float("nan") if len(calls) == 2 else 0.0] * len(completions)
+        # one +inf per batch (an all-inf group has zero advantages and would train normally)
+        return [float("inf")] + [0.0] * (len(completions) - 1) if len(calls) == 2 else [0.0] * len(completions)
 
     args = VAPiConfig(
         output_dir=output_dir, per_device_train_batch_size=4, num_generations=2, max_steps=2, learning_rate=1e-2,
@@ -598,7 +600,7 @@ def worker(output_dir: str) -> None:
     )  # fmt: skip
     trainer = VAPiTrainer(
         model=policy, args=args, train_dataset=make_image_dataset(num_images=16, num_classes=16),
-        image_tokenizer=image_tokenizer, reward_funcs=[nan_on_second_step],
+        image_tokenizer=image_tokenizer, reward_funcs=[inf_on_second_step],
     )  # fmt: skip
     accelerator = trainer.accelerator
     snapshots = []

@@ -41,7 +41,14 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
+
+from vapi_trl.commands.script_help import exit_if_help_requested
+
+
+if __name__ == "__main__":
+    exit_if_help_requested("train_janus.py", prog=os.path.basename(sys.argv[0]))  # --help before torch and TRL load
 
 from trl import ModelConfig, ScriptArguments, TrlParser
 

@@ -14,7 +14,11 @@ Runs unchanged under `python` and `accelerate launch`. `--use_peft` trains LoRA 
 
 import sys
 
-from vapi_trl.commands.train_c2i import main
+from vapi_trl.commands.script_help import exit_if_help_requested
+
 
 if __name__ == "__main__":
+    exit_if_help_requested("train-c2i")  # --help from the committed parser spec, before torch and TRL load (~7 s)
+    from vapi_trl.commands.train_c2i import main
+
     sys.exit(main())

@@ -8,7 +8,7 @@ those of `vapi-trl train-c2i` (`vapi_trl.commands.train_c2i`: G = 8, CE 0.1, cli
 autocast); the learning rate has no default.
 
 ```bash
-vapi-trl convert-var --vae-ckpt vae_ch160v4096z32.pth --var-ckpt var_d16.pth --out var-d16
+vapi-trl convert-var --vae_ckpt vae_ch160v4096z32.pth --var_ckpt var_d16.pth --output_dir var-d16
 accelerate launch --config_file single_gpu.yaml examples/train_var_c2i.py \
     --model_name_or_path var-d16/policy --image_tokenizer_path var-d16/image_tokenizer \
     --train_dir imagenet/train --images_per_class 13 --learning_rate 1e-6 --context_noise_prob 0.5 \
@@ -20,6 +20,12 @@ accelerate launch --config_file single_gpu.yaml examples/train_var_c2i.py \
 """
 
 import sys
+
+from vapi_trl.commands.script_help import exit_if_help_requested
+
+
+if __name__ == "__main__":
+    exit_if_help_requested("train_var_c2i.py")  # --help from the committed parser spec, before torch and TRL load
 
 from trl import ModelConfig, TrlParser
 

@@ -71,7 +71,7 @@ def saved(tmp_path, tiny_policy, tiny_image_tokenizer):
 
 
 def sample_argv(policy, tokenizer, out, *extra):
-    return ["sample", "--model_name_or_path", policy, "--image_tokenizer_path", tokenizer, "--out", str(out),
+    return ["sample", "--model_name_or_path", policy, "--image_tokenizer_path", tokenizer, "--output_dir", str(out),
             "--num_samples", "3", "--batch_size", "2", "--resize", "0", "--device", "cpu", *extra]  # fmt: skip
 
 
@@ -273,7 +273,7 @@ def test_overwrite_output_dir_allows_a_fresh_run(tmp_path):
 def test_demo_refuses_a_non_empty_out(tmp_path, capsys):
     (tmp_path / "report.json").write_text("{}")
     before = snapshot(tmp_path)
-    code, err = run_cli(["demo", "--out", str(tmp_path)], capsys)
+    code, err = run_cli(["demo", "--output_dir", str(tmp_path)], capsys)
     assert_one_line_error(code, err, "demo", "is not empty", "--overwrite")
     assert snapshot(tmp_path) == before
 
@@ -289,7 +289,7 @@ def test_demo_refuses_a_non_empty_out(tmp_path, capsys):
     ],
 )
 def test_demo_validates_its_arguments_before_scoring(tmp_path, capsys, flag, value, fragment):
-    code, err = run_cli(["demo", "--out", str(tmp_path / "d"), flag, value], capsys)
+    code, err = run_cli(["demo", "--output_dir", str(tmp_path / "d"), flag, value], capsys)
     assert_one_line_error(code, err, "demo", fragment)
     assert not (tmp_path / "d").exists()
 
@@ -300,7 +300,7 @@ def test_demo_validates_its_arguments_before_scoring(tmp_path, capsys, flag, val
 )
 def test_dataset_writers_refuse_a_non_empty_out(tmp_path, capsys, command, extra):
     (tmp_path / "keep.arrow").write_bytes(b"earlier dataset")
-    code, err = run_cli([command, *extra, "--out", str(tmp_path)], capsys)
+    code, err = run_cli([command, *extra, "--output_dir", str(tmp_path)], capsys)
     assert_one_line_error(code, err, command, "is not empty", "--overwrite")
     assert (tmp_path / "keep.arrow").read_bytes() == b"earlier dataset"
 
@@ -310,9 +310,11 @@ def test_dataset_writers_refuse_a_non_empty_out(tmp_path, capsys, command, extra
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_none_rewards_are_ignored_as_in_trl(tmp_path, tiny_policy, tiny_image_tokenizer):
+@pytest.mark.parametrize("not_applicable", [None, float("nan"), torch.tensor(float("nan"))], ids=["None", "nan", "t"])
+def test_none_and_nan_rewards_are_ignored_as_in_trl(tmp_path, tiny_policy, tiny_image_tokenizer, not_applicable):
+    # TRL turns an extra reward's None into NaN and sums with nansum: both mean "does not apply", never a fault.
     def sometimes(prompts, completions, **kwargs):
-        return [None if index % 2 else 0.5 for index in range(len(prompts))]
+        return [not_applicable if index % 2 else 0.5 for index in range(len(prompts))]
 
     trainer = VAPiTrainer(
         model=tiny_policy, args=make_args(tmp_path, max_steps=2), train_dataset=make_image_dataset(),
@@ -559,7 +561,7 @@ def test_a_full_disk_names_the_file(tmp_path, saved, capsys, monkeypatch):
 def test_convert_var_corrupt_files_name_the_file_without_unsafe_advice(tmp_path, capsys, content):
     path = tmp_path / "vae.pth"
     path.write_bytes(content)
-    code, err = run_cli(["convert-var", "--vae-ckpt", str(path), "--out", str(tmp_path / "out")], capsys)
+    code, err = run_cli(["convert-var", "--vae-ckpt", str(path), "--output_dir", str(tmp_path / "out")], capsys)
     assert_one_line_error(code, err, "convert-var", "vae.pth' is not a PyTorch checkpoint that can be read safely")
     assert "weights_only=False" not in err and not (tmp_path / "out").exists()
 
@@ -567,19 +569,19 @@ def test_convert_var_corrupt_files_name_the_file_without_unsafe_advice(tmp_path,
 @pytest.mark.parametrize("obj, found", [(torch.zeros(3), "Tensor"), (5, "int"), ({}, "[]")])
 def test_convert_var_file_without_a_state_dict(tmp_path, capsys, obj, found):
     torch.save(obj, tmp_path / "vae.pth")
-    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--output_dir", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "convert-var", f"does not hold a state dict of tensors (found: {found})")
 
 
 def test_convert_var_on_a_llamagen_file_says_which_converter(tmp_path, capsys):
     torch.save({"model": official_gpt_state_dict()}, tmp_path / "c2i.pt")
-    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--output_dir", str(tmp_path / "o")], capsys)
     assert_one_line_error(code, err, "convert-var", "is not an official VAR VQ-VAE checkpoint", "convert-llamagen")
 
 
 def test_convert_var_missing_file(tmp_path, capsys):
     code, err = run_cli(
-        ["convert-var", "--vae-ckpt", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o")], capsys
+        ["convert-var", "--vae-ckpt", str(tmp_path / "none.pth"), "--output_dir", str(tmp_path / "o")], capsys
     )
     assert_one_line_error(code, err, "convert-var", "none.pth' does not exist")
 
@@ -592,7 +594,7 @@ def test_convert_llamagen_corrupt_file_without_unsafe_advice(tmp_path, capsys):
         str(tmp_path / "c2i.pt"),
         "--image-size",
         "256",
-        "--out",
+        "--output_dir",
         str(tmp_path / "o"),
     ]
     code, err = run_cli(argv, capsys)
@@ -606,9 +608,9 @@ def test_converters_refuse_a_non_empty_out(tmp_path, capsys):
     (out / "policy" / "model.safetensors").write_bytes(b"earlier conversion")
     before = snapshot(out)
     torch.save({"model": official_gpt_state_dict()}, tmp_path / "c2i.pt")
-    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "c2i.pt"), "--image-size", "64", "--out", str(out)]
+    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "c2i.pt"), "--image-size", "64", "--output_dir", str(out)]
     assert_one_line_error(*run_cli(argv, capsys), "convert-llamagen", "is not empty", "--overwrite")
-    argv = ["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--out", str(out)]
+    argv = ["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--output_dir", str(out)]
     assert_one_line_error(*run_cli(argv, capsys), "convert-var", "is not empty", "--overwrite")
     assert snapshot(out) == before
     with pytest.raises(ValueError, match="is a file, not a folder"):
@@ -656,9 +658,9 @@ def test_train_c2i_defaults_to_fp32_without_bf16_support():
 
 def test_convert_llamagen_requires_the_image_size(tmp_path, capsys):
     torch.save({"model": official_gpt_state_dict()}, tmp_path / "t2i.pt")
-    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "t2i.pt"), "--out", str(tmp_path / "o")]
+    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "t2i.pt"), "--output_dir", str(tmp_path / "o")]
     code, err = run_cli(argv, capsys)
-    assert_one_line_error(code, err, "convert-llamagen", "--image-size is required", "256", "384", "512")
+    assert_one_line_error(code, err, "convert-llamagen", "--image_size is required", "256", "384", "512")
     assert not (tmp_path / "o").exists()
 
 
@@ -672,10 +674,10 @@ def test_convert_var_requires_heads_for_dot_product_attention(tmp_path, capsys):
     torch.save(official, tmp_path / "var.pth")
     torch.save(tokenizer.vq_model.state_dict(), tmp_path / "vae.pth")
     argv = ["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--var-ckpt", str(tmp_path / "var.pth"),
-            "--out", str(tmp_path / "o")]  # fmt: skip
+            "--output_dir", str(tmp_path / "o")]  # fmt: skip
     code, err = run_cli(argv, capsys)
     assert_one_line_error(
-        code, err, "convert-var", "dot-product attention", "pass --num-heads", "heads = depth, here 2"
+        code, err, "convert-var", "dot-product attention", "pass --num_attention_heads", "heads = depth, here 2"
     )
     assert not (tmp_path / "o").exists()
     assert cli.main([*argv, "--num-heads", "4"]) == 0

@@ -63,14 +63,14 @@ def test_convert_llamagen_command(tmp_path, capsys):
     flags = ["--dim", "32", "--n-layer", "2", "--n-head", "4", "--n-kv-head", "2", "--intermediate-size", "64",
              "--vocab-size", "64", "--num-classes", "10"]  # fmt: skip
     assert cli.main(["convert-llamagen", "--gpt-ckpt", str(tmp_path / "c2i.pt"), "--image-size", "64",
-                     "--out", str(tmp_path / "out"), *flags]) == 0  # fmt: skip
+                     "--output_dir", str(tmp_path / "out"), *flags]) == 0  # fmt: skip
     config = json.loads((tmp_path / "out" / "policy" / "config.json").read_text())
     assert config["hidden_size"] == GPT_OVERRIDES["hidden_size"] and config["block_size"] == 16
     assert set(load_file(tmp_path / "out" / "policy" / "model.safetensors")) >= {
         "lm_head.weight",
         "class_embed.weight",
     }
-    assert cli.main(["convert-llamagen", "--out", str(tmp_path / "x")]) == 2  # one-line user error, no traceback
+    assert cli.main(["convert-llamagen", "--output_dir", str(tmp_path / "x")]) == 2  # one-line user error, no traceback
     assert "vapi-trl convert-llamagen: error: Nothing to convert" in capsys.readouterr().err
 
 
@@ -87,7 +87,7 @@ def test_imagefolder_labels_follow_sorted_wnids(tmp_path):
 def test_sample_command(tmp_path, converted):
     policy, tokenizer = converted
     out = tmp_path / "samples"
-    args = ["sample", "--model_name_or_path", policy, "--image_tokenizer_path", tokenizer, "--out", str(out),
+    args = ["sample", "--model_name_or_path", policy, "--image_tokenizer_path", tokenizer, "--output_dir", str(out),
             "--num_samples", "3", "--batch_size", "2", "--resize", "0", "--label_scheme", "balanced"]  # fmt: skip
     assert cli.main(args) == 0
     assert np.load(out / "samples.npz")["arr_0"].shape == (3, 32, 32, 3)
@@ -101,7 +101,7 @@ def test_tokenize_then_train_c2i_end_to_end(tmp_path, converted, monkeypatch):
     root = write_imagefolder(tmp_path / "train")
     tokens = tmp_path / "tokens"
     assert cli.main(["tokenize", "--image_tokenizer_path", tokenizer, "--train_dir", str(root),
-                     "--images_per_class", "1", "--out", str(tokens), "--batch_size", "2"]) == 0  # fmt: skip
+                     "--images_per_class", "1", "--output_dir", str(tokens), "--batch_size", "2"]) == 0  # fmt: skip
     dataset = load_from_disk(str(tokens))
     assert len(dataset) == 3 and set(dataset.column_names) == {"image", "class_label", "gt_ids"}
     processor = ImageTokenizerProcessor.from_pretrained(tokenizer)

@@ -24,7 +24,7 @@ def test_demo_settings_reject_bad_values():
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    code = cli_main(["demo", "--out", str(out), "--steps", "2", "--eval-samples", "40", "--num-images", "2",
+    code = cli_main(["demo", "--output_dir", str(out), "--steps", "2", "--eval-samples", "40", "--num-images", "2",
                      "--num-generations", "4", "--quiet"])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())

@@ -98,8 +98,8 @@ def test_sample_geneval_llamagen_t2i_layout_and_resume(llamagen_t2i_dir, tmp_pat
     metadata = tmp_path / "evaluation_metadata.jsonl"
     lines = write_metadata(metadata)
     out = tmp_path / "geneval"
-    argv = ["sample-geneval", "--model", str(llamagen_t2i_dir / "policy"), "--metadata", str(metadata),
-            "--out", str(out), "--num_images", "3", "--batch_size", "2", "--device", "cpu"]  # fmt: skip
+    argv = ["sample-geneval", "--model_name_or_path", str(llamagen_t2i_dir / "policy"), "--metadata_file", str(metadata),
+            "--output_dir", str(out), "--num_images", "3", "--batch_size", "2", "--device", "cpu"]  # fmt: skip
     assert cli_main(argv) == 0
     check_layout(out, lines, num_images=3, size=32)
     run = json.loads((out / "run.json").read_text())
@@ -125,7 +125,7 @@ def test_sample_geneval_janus_layout_and_resume(janus_dir, tmp_path, capsys):
     metadata = tmp_path / "evaluation_metadata.jsonl"
     lines = write_metadata(metadata)[:2]
     out = tmp_path / "geneval"
-    argv = ["sample-geneval", "--model", str(janus_dir), "--metadata", str(metadata), "--out", str(out),
+    argv = ["sample-geneval", "--model_name_or_path", str(janus_dir), "--metadata_file", str(metadata), "--output_dir", str(out),
             "--num_images", "2", "--max_prompts", "2", "--no_grid", "--device", "cpu"]  # fmt: skip
     assert cli_main(argv) == 0
     check_layout(out, lines, num_images=2, size=64, grid=False)

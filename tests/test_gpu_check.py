@@ -62,7 +62,7 @@ def test_gpu_check_tiny_cpu_runs_every_part(tmp_path, monkeypatch):
         assert row["status"] in ("ran", "ran as DDP"), row
         assert row["distributed_type"] == expected[name]
         assert row["world_size"] == (1 if name == "single_gpu" else 2)
-        # Step 1 trained, step 2 (NaN reward) was skipped by the guard: weights unchanged and finite.
+        # Step 1 trained, step 2 (inf reward) was skipped by the guard: weights unchanged and finite.
         assert row["step1_param_change"] > 0 and row["step2_param_change"] == 0 and row["skipped_steps"] == 1
         assert row["params_finite"] and row["frozen_whole_on_all_ranks"]
         assert row["saved_keys_are_policy"] and row["saved_frozen_keys"] == []

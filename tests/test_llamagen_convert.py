@@ -238,7 +238,7 @@ def test_preset_config_and_block_size():
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1536, 48, 24)
     assert config.block_size == 576 and config.intermediate_size == 4096
     assert llamagen_gpt_config("B", image_size=256, num_classes=None).block_size == 256
-    with pytest.raises(ValueError, match="--dim, --n-layer, --n-head"):
+    with pytest.raises(ValueError, match="--hidden_size, --num_hidden_layers, --num_attention_heads"):
         llamagen_gpt_config(None, image_size=256, hidden_size=64)
 
 

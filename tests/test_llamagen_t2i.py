@@ -171,7 +171,7 @@ def test_convert_command_t2i(tmp_path):
     from vapi_trl.cli import main
 
     torch.save({"model": official_t2i_state_dict()}, tmp_path / "t2i.pt")
-    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "t2i.pt"), "--out", str(tmp_path / "o"),
+    argv = ["convert-llamagen", "--gpt-ckpt", str(tmp_path / "t2i.pt"), "--output_dir", str(tmp_path / "o"),
             "--image-size", "64", "--dim", str(DIM), "--n-layer", str(N_LAYER), "--n-head", str(N_HEAD),
             "--n-kv-head", str(N_KV_HEAD), "--intermediate-size", str(FFN), "--vocab-size", str(VOCAB)]  # fmt: skip
     assert main(argv) == 0
@@ -335,7 +335,7 @@ def test_encode_captions_and_train_t2i_from_tar_shards(tmp_path):
     encoder = make_tiny_caption_encoder()
     encoder.save_pretrained(tmp_path / "t5")  # a T5CaptionEncoder folder (weights included: no reload path)
 
-    assert main(["encode-captions", "--tar_shards", str(tmp_path / "shards"), "--out", str(tmp_path / "feats"),
+    assert main(["encode-captions", "--tar_shards", str(tmp_path / "shards"), "--output_dir", str(tmp_path / "feats"),
                  "--text_encoder_name_or_path", str(tmp_path / "t5"), "--max_length", str(SLOTS),
                  "--dtype", "float32", "--batch_size", "3"]) == 0  # fmt: skip
     features = load_from_disk(tmp_path / "feats")
@@ -358,3 +358,36 @@ def test_encode_captions_and_train_t2i_from_tar_shards(tmp_path):
         initial = LlamaGenForTextToImage.from_pretrained(tmp_path / "policy")
         assert not torch.equal(trained.lm_head.weight, initial.lm_head.weight)
         assert (out / "processor_config.json").is_file() == (name == "raw")  # the encoder is saved with the policy
+
+
+@pytest.mark.slow
+def test_train_t2i_resumes_instead_of_restarting(tmp_path):
+    import json
+
+    from tests.conftest import tiny_vq_config
+    from tests.test_bad_input import snapshot
+    from vapi_trl.cli import main
+    from vapi_trl.models import ImageTokenizerProcessor
+
+    write_tar_shards(tmp_path / "shards")
+    make_tiny_llamagen_t2i().save_pretrained(tmp_path / "policy")
+    ImageTokenizerProcessor.from_vq_config(tiny_vq_config(), image_size=32).save_pretrained(tmp_path / "vq")
+    make_tiny_caption_encoder().save_pretrained(tmp_path / "t5")
+    out = tmp_path / "run"
+    common = [
+        "train-t2i", "--model_name_or_path", str(tmp_path / "policy"), "--image_tokenizer_path", str(tmp_path / "vq"),
+        "--tar_shards", str(tmp_path / "shards"), "--text_encoder_name_or_path", str(tmp_path / "t5"),
+        "--text_encoder_dtype", "float32", "--output_dir", str(out), "--per_device_train_batch_size", "2",
+        "--num_generations", "2", "--gradient_accumulation_steps", "1", "--learning_rate", "0.1", "--bf16", "false",
+        "--report_to", "none", "--lpips_weight", "0", "--save_strategy", "steps", "--save_steps", "1",
+        "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    assert main([*common, "--max_steps", "2"]) == 0
+    first = snapshot(out / "checkpoint-1")
+    assert main([*common, "--max_steps", "3"]) == 2  # a fresh run into the same folder is refused: nothing lost
+    assert main([*common, "--max_steps", "3", "--resume_from_checkpoint", "true"]) == 0
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3]  # step 3 only is new
+    assert snapshot(out / "checkpoint-1") == first  # the earlier run's checkpoints are not rewritten
+    assert LlamaGenForTextToImage.from_pretrained(out).config.task == "t2i"

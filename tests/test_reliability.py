@@ -64,7 +64,9 @@ def test_non_finite_reward_skips_the_step_and_is_logged(tmp_path, tiny_policy, t
 
     def flaky(prompts, completions, **kwargs):
         calls["n"] += 1
-        return [float("nan")] * len(prompts) if calls["n"] == 2 else [0.0] * len(prompts)
+        # One +inf in a group (an all-inf group has zero advantages); not NaN, which for an extra reward means "does
+        # not apply" (TRL's nan-aware sum) and is ignored.
+        return [float("inf")] + [0.0] * (len(prompts) - 1) if calls["n"] == 2 else [0.0] * len(prompts)
 
     torch.manual_seed(0)
     trainer = VAPiTrainer(
@@ -83,7 +85,7 @@ def test_non_finite_reward_skips_the_step_and_is_logged(tmp_path, tiny_policy, t
     trainer.add_callback(Snapshot())
     trainer.train()
     assert [e["skipped_steps"] for e in trainer.state.log_history if "loss" in e] == [0, 1, 1]
-    # Step 2 (the NaN reward) changed nothing; steps 1 and 3 did.
+    # Step 2 (the inf reward) changed nothing; steps 1 and 3 did.
     for name, value in snapshots[1].items():
         assert torch.equal(value, snapshots[0][name]), name
         assert torch.isfinite(value).all()
@@ -91,8 +93,8 @@ def test_non_finite_reward_skips_the_step_and_is_logged(tmp_path, tiny_policy, t
 
 
 def test_consecutive_bad_steps_stop_training_with_weights_intact(tmp_path, tiny_policy, tiny_image_tokenizer):
-    def always_nan(prompts, completions, **kwargs):
-        return [float("nan")] * len(prompts)
+    def always_inf(prompts, completions, **kwargs):
+        return [float("inf")] + [0.0] * (len(prompts) - 1)  # one +inf in a group: non-finite advantages
 
     before = {n: p.detach().clone() for n, p in tiny_policy.named_parameters()}
     trainer = VAPiTrainer(
@@ -100,7 +102,7 @@ def test_consecutive_bad_steps_stop_training_with_weights_intact(tmp_path, tiny_
         args=make_args(tmp_path, max_steps=10, max_consecutive_bad_steps=3),
         train_dataset=make_image_dataset(),
         image_tokenizer=tiny_image_tokenizer,
-        reward_funcs=always_nan,
+        reward_funcs=always_inf,
     )
     with pytest.raises(RuntimeError, match="3 consecutive optimizer steps had non-finite gradients"):
         trainer.train()

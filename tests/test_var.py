@@ -294,7 +294,7 @@ def test_convert_var_cli_help_and_run(tmp_path, capsys, tokenizer):
     assert info.value.code == 0 and "usage: vapi-trl" in capsys.readouterr().out
     torch.save(tokenizer.vq_model.state_dict(), tmp_path / "vae.pth")
     assert cli.main(["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--patch-nums", "1", "2", "3", "4",
-                     "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+                     "--output_dir", str(tmp_path / "out")]) == 0  # fmt: skip
     assert (tmp_path / "out" / "image_tokenizer" / "vq_model" / "model.safetensors").is_file()
 
 
@@ -357,7 +357,7 @@ def test_var_tokenizes_and_samples_with_the_llamagen_commands(tmp_path, tokenize
     make_image_dataset(num_images=4).save_to_disk(str(tmp_path / "data"))
 
     assert cli.main(["tokenize", "--image_tokenizer_path", str(tmp_path / "image_tokenizer"), "--dataset",
-                     str(tmp_path / "data"), "--out", str(tmp_path / "tokens"), "--device", "cpu"]) == 0  # fmt: skip
+                     str(tmp_path / "data"), "--output_dir", str(tmp_path / "tokens"), "--device", "cpu"]) == 0  # fmt: skip
     tokens = load_from_disk(str(tmp_path / "tokens"))
     pixels = tokenizer.preprocess([row["image"] for row in make_image_dataset(num_images=4)])
     assert torch.equal(torch.tensor(tokens["gt_ids"]), tokenizer.encode(pixels))

@@ -4,6 +4,12 @@ Each command module defines `make_parser(subparsers)` (adds its subparser, retur
 module of the command being run is imported (the others get a placeholder subparser with their one-line help), and
 the package root imports nothing heavy, so `vapi-trl --help` starts without torch, transformers or TRL.
 
+The training commands (`SCRIPT_COMMANDS`) are TRL-style scripts, run as `trl <command>` runs them: the arguments after
+the command name go, untouched, to the script's `main(argv)` and its own `TrlParser` (with `--config recipe.yaml`), in
+this process, so `accelerate launch -m vapi_trl.cli train-c2i ...` and `accelerate launch
+examples/train_llamagen_c2i.py ...` run the same code. Their `--help` is printed from the committed parser spec
+(`vapi_trl.commands.script_help`) without importing TRL.
+
 A user error (`ValueError`, `TypeError`, `OSError`: a bad value, a missing or corrupt file, a full disk) prints one
 line, `vapi-trl <command>: error: <message>`, and exits with 2, as argparse does for bad arguments; `vapi-trl --debug
 <command> ...` or `VAPI_TRL_DEBUG=1` shows the traceback instead.
@@ -35,10 +41,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "sample-geneval": (
         "vapi_trl.commands.sample_geneval",
-        "GenEval samples (<out>/<00000>/metadata.jsonl + samples/*.png) for LlamaGen-T2I or Janus-Pro.",
+        "GenEval samples (<output_dir>/<00000>/metadata.jsonl + samples/*.png) for LlamaGen-T2I or Janus-Pro.",
     ),
 }
 
+
+# Commands whose module is a TRL-style training script: `main(argv)` parses the arguments after the command name.
+SCRIPT_COMMANDS = ("train-c2i", "train-t2i")
 
 DEBUG_ENVIRONMENT_VARIABLE = "VAPI_TRL_DEBUG"
 # Errors that come from what the user gave (values, files, disk) rather than from a bug: shown as one line.
@@ -53,12 +62,12 @@ def _requested_command(argv: list[str] | None) -> str | None:
     return None
 
 
-def _describe_corrupt_weights(error: Exception, args: argparse.Namespace) -> str:
+def _describe_corrupt_weights(error: Exception, args: argparse.Namespace, script_argv: list[str] | None) -> str:
     """The message for a `SafetensorError`: the broken `.safetensors` files under the command's path arguments."""
     from safetensors import safe_open
 
     values = [value for value in vars(args).values() if isinstance(value, str)]
-    values += [token for token in getattr(args, "train_args", []) if isinstance(token, str)]
+    values += list(script_argv or ())
     files = []
     for value in values:
         if os.path.isfile(value) and value.endswith(".safetensors"):
@@ -93,7 +102,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _requested_command(argv) if argv is not None else None
     for name, (module, help_text) in COMMANDS.items():
-        if argv is None or name == wanted:
+        if name in SCRIPT_COMMANDS:
+            # As `trl <command>`: a bare subparser; the script's own TrlParser reads what follows the command name.
+            subparsers.add_parser(name, help=help_text, add_help=False)
+        elif argv is None or name == wanted:
             importlib.import_module(module).make_parser(subparsers, name=name, help=help_text)
         else:
             subparsers.add_parser(name, help=help_text)
@@ -103,15 +115,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run `vapi-trl` on `argv` (default: `sys.argv[1:]`); returns the exit code (2 for a user error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    script_argv = None
+    if _requested_command(argv) in SCRIPT_COMMANDS:
+        position = argv.index(_requested_command(argv)) + 1
+        argv, script_argv = argv[:position], argv[position:]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "").lower() in ("1", "true", "yes")
+    if script_argv is not None:
+        from vapi_trl.commands.script_help import exit_if_help_requested
+
+        exit_if_help_requested(args.command, script_argv)  # from the committed spec: no TRL import for --help
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return module.main(args) or 0
+        return (module.main(args) if script_argv is None else module.main(script_argv)) or 0
     except USER_ERRORS as error:
         if debug:
             raise
@@ -124,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         # safetensors raises its own exception type, without the file name, for a truncated or corrupt file.
         if debug or type(error).__name__ != "SafetensorError":
             raise
-        print(f"vapi-trl {args.command}: error: {_describe_corrupt_weights(error, args)}", file=sys.stderr)
+        message = _describe_corrupt_weights(error, args, script_argv)
+        print(f"vapi-trl {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:
@@ -136,4 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "main"]
+__all__ = ["COMMANDS", "SCRIPT_COMMANDS", "USER_ERRORS", "build_parser", "main"]

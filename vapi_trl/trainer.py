@@ -406,12 +406,12 @@ class VAPiTrainer(GRPOTrainer):
                 values = func(prompts=prompts, completions=completions, completion_ids=completion_id_list, **columns)
             if len(values) != len(inputs):
                 raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(inputs)} samples.")
-            # TRL's convention: `None` means "does not apply to this sample" and adds nothing (GRPOTrainer's nan-aware
-            # sum); a NaN or inf returned as a value is a fault, which skips the step.
-            applies = torch.tensor([v is not None for v in values], device=total.device)
+            # TRL's convention (GRPOTrainer turns `None` into NaN and sums with `nansum`): `None` or NaN means "does
+            # not apply to this sample" and adds nothing; ±inf is a fault, which skips the step.
             values = torch.tensor([_reward_value(v, name) for v in values], device=total.device)
+            applies = ~torch.isnan(values)
             self._metrics["train" if self.model.training else "eval"][f"rewards/{name}/mean"].append(
-                gather(values.masked_fill(~applies, float("nan"))).nanmean().item()
+                gather(values).nanmean().item()
             )
             contribution = (weights[index] * values).masked_fill(~applies, 0.0)
             total = total + contribution.view(num_images, num_generations)
@@ -643,9 +643,9 @@ def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
 
 
 def _reward_value(value: Any, name: str) -> float:
-    """One value returned by an extra reward function as a float (`None`: 0.0, masked by the caller)."""
+    """One value returned by an extra reward function as a float (`None`: NaN, "does not apply", masked by caller)."""
     if value is None:
-        return 0.0
+        return float("nan")
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return float(value.item())
     if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):

@@ -1,7 +1,7 @@
 """
 Steps shared by the subcommands: for the VA-π training scripts (`train-c2i`, `train-t2i`, `examples/train_var_c2i.py`,
 `examples/train_janus.py`) the policy dtype from `--dtype` and the "build `VAPiTrainer`, train, save, model card, push"
-tail; for the checkpoint converters (`convert-llamagen`, `convert-var`) the `--dtype` / `--no-verify` options and the
+tail; for the checkpoint converters (`convert-llamagen`, `convert-var`) the `--dtype` / `--no_verify` options and the
 report of the written folders.
 """
 
@@ -33,15 +33,11 @@ def make_train_parser(
 ):
     """
     The `TrlParser((script_arguments, VAPiConfig, ModelConfig))` of a training script, with `defaults` (and
-    `lora_task_type=None`). With `subparsers` (the `vapi-trl` CLI), registers instead a pass-through subcommand `name`
-    whose arguments are parsed by that `TrlParser` in `run_train_command`.
+    `lora_task_type=None`). With `subparsers`, registers instead the bare subcommand `name` (as `trl <command>`
+    does; `vapi-trl` then hands the arguments after the command name to the script's `main(argv)`).
     """
     if subparsers is not None:
-        # The CLI root is a plain argparse parser; `prefix_chars` that never occur make every token a positional, so
-        # the TrlParser (with `--help` and `--config recipe.yaml`) sees the arguments untouched.
-        parser = subparsers.add_parser(name, help=help, add_help=False, prefix_chars="\x00")
-        parser.add_argument("train_args", nargs="*")
-        return parser
+        return subparsers.add_parser(name, help=help, add_help=False)
     from trl import ModelConfig, TrlParser
 
     from vapi_trl.config import VAPiConfig
@@ -59,10 +55,9 @@ def make_train_parser(
 
 def add_output_dir_arguments(parser) -> None:
     """Add `--overwrite_output_dir` (a fresh run in an `output_dir` that holds files) to a training `TrlParser`."""
-    parser.add_argument(
+    add_argument(
+        parser,
         "--overwrite_output_dir",
-        "--overwrite-output-dir",
-        dest="overwrite_output_dir",
         action="store_true",
         help="Start a fresh run in an --output_dir that already holds files (checkpoints, a saved policy); without "
         "it such a run stops, so an earlier run is never overwritten. To continue it, pass --resume_from_checkpoint "
@@ -115,8 +110,10 @@ def resolve_resume_checkpoint(training_args: Any) -> str | None:
                 "trainer_state.json that Trainer writes last). Pass a checkpoint-N folder, or `last` for the last "
                 "complete one of --output_dir."
             )
-    elif os.path.isdir(output_dir) and os.listdir(output_dir) and not getattr(
-        training_args, "overwrite_output_dir", False
+    elif (
+        os.path.isdir(output_dir)
+        and os.listdir(output_dir)
+        and not getattr(training_args, "overwrite_output_dir", False)
     ):
         entries = sorted(os.listdir(output_dir))
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
@@ -129,15 +126,12 @@ def resolve_resume_checkpoint(training_args: Any) -> str | None:
     return resume
 
 
-def run_train_command(args: argparse.Namespace | list[str] | None, parser, train: Callable) -> int:
+def run_train_command(args: list[str] | None, parser, train: Callable) -> int:
     """
-    Parse `args` (the CLI namespace of a pass-through subcommand, an argument list, or `None` for `sys.argv[1:]`) with
-    the `TrlParser` `parser` and call `train(script_args, training_args, model_args)`; returns the exit code 0.
+    Parse `args` (an argument list, or `None` for `sys.argv[1:]`) with the `TrlParser` `parser` and call
+    `train(script_args, training_args, model_args)`; returns the exit code 0.
     """
-    if isinstance(args, argparse.Namespace):
-        argv = list(args.train_args)
-    else:
-        argv = sys.argv[1:] if args is None else list(args)
+    argv = sys.argv[1:] if args is None else list(args)
     script_args, training_args, model_args = parse_train_args(parser, argv)
     with quiet_weight_bars():
         train(script_args, training_args, model_args)
@@ -220,16 +214,75 @@ def run_training(
     return trainer
 
 
+def option_spellings(name: str) -> list[str]:
+    """`--output_dir` -> `["--output_dir", "--output-dir"]` (snake_case first, as transformers' `HfArgumentParser`);
+    a short option or a one-word name has one spelling."""
+    if not name.startswith("--"):
+        return [name]
+    snake = "--" + name[2:].replace("-", "_")
+    kebab = "--" + name[2:].replace("_", "-")
+    return [snake] if snake == kebab else [snake, kebab]
+
+
+class _DeprecatedAliasMixin:
+    """Prints `<prog>: warning: ...` (as argparse prints its errors; once per parser) when the option is given under
+    one of its deprecated names, then stores the value as under the primary name."""
+
+    deprecated_aliases: tuple[str, ...] = ()
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warned = parser.__dict__.setdefault("_vapi_warned_aliases", set())
+        if option_string in self.deprecated_aliases and option_string not in warned:
+            warned.add(option_string)
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated and will be removed in vapi-trl 0.3; use "
+                f"{self.option_strings[0]} (the same option).",
+                file=sys.stderr,
+            )
+        super().__call__(parser, namespace, values, option_string)
+
+
+def add_argument(
+    container: argparse._ActionsContainer,
+    *names: str,
+    aliases: tuple[str, ...] = (),
+    deprecated: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> argparse.Action:
+    """
+    `container.add_argument(*names, **kwargs)` (a parser or an argument group) under the CLI convention of TRL and
+    transformers: every long name in both spellings, `--snake_case` first (the primary, shown in `usage`) and
+    `--kebab-case`. `aliases` are other accepted names (the official LlamaGen/VAR vocabulary of the converters, e.g.
+    `--dim` for `--hidden_size`), also in both spellings; `deprecated` are old names that still work but warn once
+    (`--out` for `--output_dir`). Returns the action.
+    """
+    option_strings = []
+    for name in (*names, *aliases, *deprecated):
+        option_strings += [spelling for spelling in option_spellings(name) if spelling not in option_strings]
+    if deprecated:
+        old_names = tuple(spelling for name in deprecated for spelling in option_spellings(name))
+        action_class = container._registry_get("action", kwargs.get("action"), kwargs.get("action"))
+        kwargs["action"] = type(
+            "Deprecated" + action_class.__name__.lstrip("_"),
+            (_DeprecatedAliasMixin, action_class),
+            {"deprecated_aliases": old_names},
+        )
+        note = f"{', '.join(old_names)}: deprecated alias."
+        kwargs["help"] = f"{kwargs['help']} ({note})" if kwargs.get("help") else note
+    return container.add_argument(*option_strings, **kwargs)
+
+
 def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """Add `--overwrite` (replace the `what` already in the output folder) to a command's parser."""
-    parser.add_argument(
+    add_argument(
+        parser,
         "--overwrite",
         action="store_true",
         help=f"Write into an output folder that is not empty, replacing the {what} there (default: refuse).",
     )
 
 
-def check_output_folder(path: str, overwrite: bool, flag: str = "--out") -> None:
+def check_output_folder(path: str, overwrite: bool, flag: str = "--output_dir") -> None:
     """Refuse (`ValueError`) to write into `path` when it exists and is not empty, unless `overwrite`."""
     if overwrite:
         return
@@ -245,15 +298,16 @@ def check_output_folder(path: str, overwrite: bool, flag: str = "--out") -> None
 
 
 def add_conversion_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the converters' `--dtype` (of the saved policy weights) and `--no-verify` options to `parser`."""
-    parser.add_argument(
+    """Add the converters' `--dtype` (of the saved policy weights) and `--no_verify` options to `parser`."""
+    add_argument(
+        parser,
         "--dtype",
         choices=["float32", "bfloat16", "float16", "keep"],
         default="float32",
         help="dtype of the saved policy weights (default float32; 'keep' keeps the checkpoint's). The VQ stays fp32.",
     )
-    parser.add_argument(
-        "--no-verify",
+    add_argument(
+        parser,
         "--no_verify",
         dest="verify",
         action="store_false",

@@ -3,6 +3,7 @@
 import argparse
 
 from vapi_trl.commands._common import (
+    add_argument,
     add_conversion_output_arguments,
     check_output_folder,
     print_inferred,
@@ -15,33 +16,33 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=help + " Writes OUT/policy (LlamaGenForClassToImage or, for t2i_*.pt, LlamaGenForTextToImage: "
-        "config.json + model.safetensors) and OUT/image_tokenizer (ImageTokenizerProcessor with the VQ in vq_model/). "
-        "Both loads are strict. T2I example: --gpt-ckpt t2i_XL_stage1_256.pt --vq-ckpt vq_ds16_t2i.pt --gpt-model "
-        "GPT-XL --image-size 256; the flan-T5-XL text encoder is loaded separately (--text_encoder_name_or_path of "
+        description=help
+        + " Writes OUTPUT_DIR/policy (LlamaGenForClassToImage or, for t2i_*.pt, LlamaGenForTextToImage: "
+        "config.json + model.safetensors) and OUTPUT_DIR/image_tokenizer (ImageTokenizerProcessor with the VQ in vq_model/). "
+        "Both loads are strict. T2I example: --gpt_ckpt t2i_XL_stage1_256.pt --vq_ckpt vq_ds16_t2i.pt --gpt_model "
+        "GPT-XL --image_size 256; the flan-T5-XL text encoder is loaded separately (--text_encoder_name_or_path of "
         "train-t2i / sample-geneval).",
     )
-    parser.add_argument(
-        "--gpt-ckpt",
+    add_argument(
+        parser,
         "--gpt_ckpt",
-        dest="gpt_ckpt",
-        help="Official GPT file, e.g. c2i_XXL_384.pt or t2i_XL_stage1_256.pt.",
+        help="Official GPT file, e.g. c2i_XXL_384.pt or t2i_XL_stage1_256.pt (official: --gpt-ckpt).",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--task",
         choices=["auto", "c2i", "t2i"],
         default="auto",
         help="Conditioning of the GPT file: auto (default) detects T2I from its caption keys (cls_embedding.cap_proj)",
     )
-    parser.add_argument("--vq-ckpt", "--vq_ckpt", dest="vq_ckpt", help="Official VQ-16 file, e.g. vq_ds16_c2i.pt.")
-    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="Output folder.")
-    parser.add_argument(
-        "--gpt-model", "--gpt_model", dest="gpt_model", help="Size preset: GPT-B, GPT-L, GPT-XL, GPT-XXL or GPT-3B."
+    add_argument(parser, "--vq_ckpt", help="Official VQ-16 file, e.g. vq_ds16_c2i.pt (official: --vq-ckpt).")
+    add_argument(parser, "--output_dir", deprecated=("--out",), required=True, help="Output folder.")
+    add_argument(
+        parser, "--gpt_model", help="Size preset: GPT-B, GPT-L, GPT-XL, GPT-XXL or GPT-3B (official: --gpt-model)."
     )
-    parser.add_argument(
-        "--image-size",
+    add_argument(
+        parser,
         "--image_size",
-        dest="image_size",
         type=int,
         default=None,
         help="Required: image side the checkpoint was trained at, which the file does not record; sets block_size and "
@@ -49,39 +50,36 @@ def make_parser(subparsers, name: str = "convert-llamagen", help: str = "") -> a
         "512 (t2i_XL_stage2_512).",
     )
     add_conversion_output_arguments(parser)
-    gpt = parser.add_argument_group("GPT architecture overrides (over --gpt-model)")
-    for flag, dest, kind, text in (
-        ("--dim", "hidden_size", int, "model width"),
-        ("--n-layer", "num_hidden_layers", int, "number of blocks"),
-        ("--n-head", "num_attention_heads", int, "query heads"),
-        ("--n-kv-head", "num_key_value_heads", int, "key/value heads (default: --n-head)"),
-        ("--intermediate-size", "intermediate_size", int, "SwiGLU width (default: derived as the official code)"),
-        ("--vocab-size", "vocab_size", int, "image codebook size (default 16384)"),
-        ("--num-classes", "num_classes", int, "number of classes (default 1000)"),
-        ("--cls-token-num", "cls_token_num", int, "condition slots (C2I: 1; T2I: read from the checkpoint, 120)"),
-        ("--caption-dim", "caption_dim", int, "T2I caption feature width (read from the checkpoint, 2048)"),
-        ("--block-size", "block_size", int, "image tokens (default (image_size / 16)^2)"),
-        ("--rope-base", "rope_theta", float, "RoPE base (default 10000)"),
+    gpt = parser.add_argument_group(
+        "GPT architecture overrides (over --gpt_model; config names, with the official LlamaGen names as aliases)"
+    )
+    for option, official, kind, text in (
+        ("--hidden_size", "--dim", int, "model width"),
+        ("--num_hidden_layers", "--n_layer", int, "number of blocks"),
+        ("--num_attention_heads", "--n_head", int, "query heads"),
+        ("--num_key_value_heads", "--n_kv_head", int, "key/value heads (default: --num_attention_heads)"),
+        ("--intermediate_size", None, int, "SwiGLU width (default: derived as the official code)"),
+        ("--vocab_size", None, int, "image codebook size (default 16384)"),
+        ("--num_classes", None, int, "number of classes (default 1000)"),
+        ("--cls_token_num", None, int, "condition slots (C2I: 1; T2I: read from the checkpoint, 120)"),
+        ("--caption_dim", None, int, "T2I caption feature width (read from the checkpoint, 2048)"),
+        ("--block_size", None, int, "image tokens (default (image_size / 16)^2)"),
+        ("--rope_theta", "--rope_base", float, "RoPE base (default 10000)"),
     ):
-        alias = "--" + flag[2:].replace("-", "_")
-        names = (flag,) if alias == flag else (flag, alias)
-        gpt.add_argument(*names, dest=dest, type=kind, help=text)
+        aliases = () if official is None else (official,)
+        add_argument(gpt, option, aliases=aliases, type=kind, help=text)
     vq = parser.add_argument_group("VQ architecture overrides (defaults: VQ-16)")
-    vq.add_argument("--codebook-size", "--codebook_size", dest="codebook_size", type=int, help="codes (16384)")
-    vq.add_argument(
-        "--codebook-embed-dim", "--codebook_embed_dim", dest="codebook_embed_dim", type=int, help="code dimension (8)"
-    )
-    vq.add_argument(
-        "--ch-mult", "--ch_mult", dest="ch_mult", type=int, nargs="+", help="channel multipliers (1 1 2 2 4)"
-    )
-    vq.add_argument("--z-channels", "--z_channels", dest="z_channels", type=int, help="latent channels (256)")
+    add_argument(vq, "--codebook_size", type=int, help="codes (16384)")
+    add_argument(vq, "--codebook_embed_dim", type=int, help="code dimension (8)")
+    add_argument(vq, "--ch_mult", type=int, nargs="+", help="channel multipliers (1 1 2 2 4)")
+    add_argument(vq, "--z_channels", type=int, help="latent channels (256)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
 
-    check_output_folder(args.out, args.overwrite)
+    check_output_folder(args.output_dir, args.overwrite)
 
     gpt_fields = (
         "hidden_size",
@@ -102,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     if "vocab_size" in gpt_overrides and "codebook_size" not in vq_overrides:
         vq_overrides["codebook_size"] = gpt_overrides["vocab_size"]
     written = convert_llamagen_checkpoints(
-        args.out,
+        args.output_dir,
         gpt_ckpt=args.gpt_ckpt,
         vq_ckpt=args.vq_ckpt,
         gpt_model=args.gpt_model,

@@ -2,7 +2,7 @@
 
 import argparse
 
-from vapi_trl.commands._common import quiet_weight_bars
+from vapi_trl.commands._common import add_argument, quiet_weight_bars
 
 
 def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.ArgumentParser:
@@ -18,31 +18,71 @@ def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.Argu
             "ship with the package. Reward −(MSE + LPIPS) when the LPIPS backbone is cached locally, else −MSE."
         ),
     )
-    parser.add_argument("--out", default="vapi-demo", help="Output folder (default: %(default)s).")
-    parser.add_argument(
-        "--steps", type=int, default=defaults.steps, help="VA-π optimizer steps (default: %(default)s)."
+    add_argument(
+        parser,
+        "--output_dir",
+        deprecated=("--out",),
+        default="vapi-demo",
+        help="Output folder (default: %(default)s).",
     )
-    parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples,
-                        help="Free-running samples per evaluation, before and after (default: %(default)s, at most "
-                        "2000: the held-out test split holds 2 × 2000 images for the real-vs-real floor).")
-    parser.add_argument("--num-images", type=int, default=defaults.num_images,
-                        help="Source images per step, U (default: %(default)s).")
-    parser.add_argument("--num-generations", type=int, default=defaults.num_generations,
-                        help="Samples per image, G (default: %(default)s).")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                        help="AdamW learning rate (default: %(default)s).")
-    parser.add_argument("--context-noise-prob", type=float, default=defaults.context_noise_prob,
-                        help="ξ, context corruption probability (default: %(default)s).")
-    parser.add_argument("--ce-coef", type=float, default=defaults.ce_coef,
-                        help="β, weight of the cross-entropy prior (default: %(default)s).")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="Training and sampling seed.")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default: %(default)s; the tiny model's ops are too small to "
-                        "split, and extra threads slow it down on a busy machine).")
-    parser.add_argument("--quiet", action="store_true", help="No progress output.")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Write into a non-empty --out, replacing its report and policy."
+    add_argument(
+        parser, "--steps", type=int, default=defaults.steps, help="VA-π optimizer steps (default: %(default)s)."
     )
+    add_argument(
+        parser,
+        "--eval_samples",
+        type=int,
+        default=defaults.eval_samples,
+        help="Free-running samples per evaluation, before and after (default: %(default)s, at most 2000: the "
+        "held-out test split holds 2 × 2000 images for the real-vs-real floor).",
+    )
+    add_argument(
+        parser,
+        "--num_images",
+        type=int,
+        default=defaults.num_images,
+        help="Source images per step, U (default: %(default)s).",
+    )
+    add_argument(
+        parser,
+        "--num_generations",
+        type=int,
+        default=defaults.num_generations,
+        help="Samples per image, G (default: %(default)s).",
+    )
+    add_argument(
+        parser,
+        "--learning_rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="AdamW learning rate (default: %(default)s).",
+    )
+    add_argument(
+        parser,
+        "--context_noise_prob",
+        type=float,
+        default=defaults.context_noise_prob,
+        help="ξ, context corruption probability (default: %(default)s).",
+    )
+    add_argument(
+        parser,
+        "--ce_coef",
+        type=float,
+        default=defaults.ce_coef,
+        help="β, weight of the cross-entropy prior (default: %(default)s).",
+    )
+    add_argument(parser, "--seed", type=int, default=defaults.seed, help="Training and sampling seed.")
+    add_argument(
+        parser,
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: %(default)s; the tiny model's ops are too small to split, and extra "
+        "threads slow it down on a busy machine).",
+    )
+    add_argument(parser, "--quiet", action="store_true", help="No progress output.")
+    add_argument(parser, "--overwrite", action="store_true",
+                 help="Write into a non-empty --output_dir, replacing its report and policy.")  # fmt: skip
     return parser
 
 
@@ -53,10 +93,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ValueError(f"--threads must be ≥ 1, got {args.threads}.")
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
         # Checked here too, before the embedded model and data load.
         raise ValueError(
-            f"--out {args.out!r} is not empty; the demo would overwrite its report, grids and policy. Pick another "
+            f"--output_dir {args.output_dir!r} is not empty; the demo would overwrite its report, grids and policy. Pick another "
             "folder, or pass --overwrite."
         )
 
@@ -71,12 +111,12 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         with quiet_weight_bars():
-            report = run_demo(args.out, settings, progress=not args.quiet, overwrite=args.overwrite)
+            report = run_demo(args.output_dir, settings, progress=not args.quiet, overwrite=args.overwrite)
     finally:
         torch.set_num_threads(previous_threads)
     print(format_report(report))
     print(
-        f"Wrote {args.out}/report.json, samples_before.png, samples_after.png and the aligned policy in "
-        f"{args.out}/policy"
+        f"Wrote {args.output_dir}/report.json, samples_before.png, samples_after.png and the aligned policy in "
+        f"{args.output_dir}/policy"
     )
     return 0

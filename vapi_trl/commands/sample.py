@@ -2,81 +2,78 @@
 
 import argparse
 
+from vapi_trl.commands._common import add_argument
+
 
 def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=help + " Writes OUT/000000.png..., OUT/samples.npz (arr_0, uint8 [N, S, S, 3]) and OUT/run.json. "
-        "Rerunning with the same model, image tokenizer and settings skips finished batches; any other content of "
-        "OUT is refused unless --overwrite.",
+        description=help + " Writes OUTPUT_DIR/000000.png..., OUTPUT_DIR/samples.npz (arr_0, uint8 [N, S, S, 3]) and "
+        "OUTPUT_DIR/run.json. Rerunning with the same model, image tokenizer and settings skips finished batches; any "
+        "other content of OUTPUT_DIR is refused unless --overwrite.",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--model_name_or_path",
-        "--model",
-        dest="model_name_or_path",
+        aliases=("--model",),
         required=True,
-        help="Class-conditional policy folder (LlamaGen C2I or VAR), e.g. OUT/policy of convert-llamagen.",
+        help="Class-conditional policy folder (LlamaGen C2I or VAR), e.g. OUTPUT_DIR/policy of convert-llamagen.",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--image_tokenizer_path",
-        "--image-tokenizer-path",
-        dest="image_tokenizer_path",
         required=True,
-        help="ImageTokenizerProcessor folder, e.g. OUT/image_tokenizer.",
+        help="ImageTokenizerProcessor folder, e.g. OUTPUT_DIR/image_tokenizer of convert-llamagen.",
     )
-    parser.add_argument("--output_dir", "--out", dest="output_dir", required=True, help="Sample folder.")
-    parser.add_argument(
-        "--num_samples",
-        "--num-samples",
-        dest="num_samples",
-        type=int,
-        default=50_000,
-        help="Number of images (default 50000, as ImageNet FID).",
+    add_argument(parser, "--output_dir", deprecated=("--out",), required=True, help="Sample folder.")
+    add_argument(
+        parser, "--num_samples", type=int, default=50_000, help="Number of images (default 50000, as ImageNet FID)."
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--batch_size",
-        "--batch-size",
-        dest="batch_size",
         type=int,
         default=32,
         help="Images per sampling call; part of the seeding, keep it when resuming (default 32).",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Global seed of labels and sampling (default 0).")
-    parser.add_argument(
+    add_argument(parser, "--seed", type=int, default=0, help="Global seed of labels and sampling (default 0).")
+    add_argument(
+        parser,
         "--label_scheme",
-        "--label-scheme",
-        dest="label_scheme",
         choices=["random", "balanced"],
         default="random",
         help="random: uniform random labels, as the reference sampler (default); balanced: i %% classes.",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--cfg_scale",
-        "--cfg-scale",
-        dest="cfg_scale",
         type=float,
         default=1.0,
         help="Classifier-free guidance; 1.0 = none (the 'without CFG' numbers).",
     )
-    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (default 1.0).")
-    parser.add_argument("--top_k", "--top-k", dest="top_k", type=int, default=0, help="Top-k filter, 0 = off.")
-    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=1.0, help="Nucleus filter, 1 = off.")
-    parser.add_argument("--bf16", action="store_true", help="Run the policy under bf16 autocast (evaluation setting).")
-    parser.add_argument(
+    add_argument(parser, "--temperature", type=float, default=1.0, help="Sampling temperature (default 1.0).")
+    add_argument(parser, "--top_k", type=int, default=0, help="Top-k filter, 0 = off.")
+    add_argument(parser, "--top_p", type=float, default=1.0, help="Nucleus filter, 1 = off.")
+    add_argument(
+        parser, "--bf16", action="store_true", help="Run the policy under bf16 autocast (evaluation setting)."
+    )
+    add_argument(
+        parser,
         "--resize",
         type=int,
         default=256,
         help="Saved image side (bicubic, no antialias); 0 keeps the decoder resolution (default 256).",
     )
-    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
-    parser.add_argument(
+    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_argument(
+        parser,
         "--overwrite",
         action="store_true",
         help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
         "tokenizer and settings, and refuse anything else).",
     )
-    parser.add_argument("--no_npz", "--no-npz", dest="write_npz", action="store_false", help="Do not write the .npz.")
+    add_argument(parser, "--no_npz", dest="write_npz", action="store_false", help="Do not write the .npz.")
     return parser
 
 

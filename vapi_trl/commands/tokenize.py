@@ -2,7 +2,7 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_overwrite_argument, check_output_folder
+from vapi_trl.commands._common import add_argument, add_overwrite_argument, check_output_folder
 
 
 def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.ArgumentParser:
@@ -13,35 +13,37 @@ def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.
         description=help + " Saves the dataset (image, class_label, gt_ids [N] int) with `save_to_disk`; pass the "
         "folder to `train-c2i --dataset_name` and the trainer skips the per-step VQ encode.",
     )
-    parser.add_argument(
+    add_argument(
+        parser,
         "--image_tokenizer_path",
-        "--image-tokenizer-path",
-        dest="image_tokenizer_path",
         required=True,
-        help="ImageTokenizerProcessor folder (OUT/image_tokenizer from convert-llamagen).",
+        help="ImageTokenizerProcessor folder (OUTPUT_DIR/image_tokenizer from convert-llamagen).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--train_dir", "--train-dir", dest="train_dir", help="ImageNet-style folder <train_dir>/<wnid>/*.JPEG."
+    add_argument(source, "--train_dir", help="ImageNet-style folder <train_dir>/<wnid>/*.JPEG.")
+    add_argument(
+        source, "--dataset_name", aliases=("--dataset",), help="Hub id, local dataset folder or save_to_disk folder."
     )
-    source.add_argument(
-        "--dataset", "--dataset_name", dest="dataset_name", help="Hub id, local dataset folder or save_to_disk folder."
-    )
-    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="save_to_disk folder to write.")
-    parser.add_argument("--split", default="train", help="Split of --dataset (default train).")
-    parser.add_argument("--image_column", default="image", help="Image column of --dataset (default image).")
-    parser.add_argument(
+    add_argument(parser, "--output_dir", deprecated=("--out",), required=True, help="save_to_disk folder to write.")
+    add_argument(parser, "--split", default="train", help="Split of --dataset_name (default train).")
+    add_argument(parser, "--image_column", default="image", help="Image column of --dataset_name (default image).")
+    add_argument(
+        parser,
         "--label_column",
         default=None,
-        help="Class column of --dataset (default: label, or class_label when only that exists).",
+        help="Class column of --dataset_name (default: label, or class_label when only that exists).",
     )
-    parser.add_argument("--images_per_class", type=int, default=None, help="Keep this many random images per class.")
-    parser.add_argument("--subset_seed", type=int, default=0, help="Seed of the per-class selection (default 0).")
-    parser.add_argument("--batch_size", type=int, default=64, help="Images per VQ encode (default 64).")
+    add_argument(parser, "--images_per_class", type=int, default=None, help="Keep this many random images per class.")
+    add_argument(parser, "--subset_seed", type=int, default=0, help="Seed of the per-class selection (default 0).")
+    add_argument(parser, "--batch_size", type=int, default=64, help="Images per VQ encode (default 64).")
     add_overwrite_argument(parser, "dataset")
-    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
-    parser.add_argument(
-        "--no_verify_images", dest="verify_images", action="store_false", help="Skip the decode check of every image."
+    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_argument(
+        parser,
+        "--no_verify_images",
+        dest="verify_images",
+        action="store_false",
+        help="Skip the decode check of every image.",
     )
     return parser
 
@@ -67,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     import vapi_trl.models  # noqa: F401  (registers the image tokenizers with AutoProcessor)
     from vapi_trl.commands.train_c2i import load_c2i_dataset
 
-    check_output_folder(args.out, args.overwrite)
+    check_output_folder(args.output_dir, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # AutoProcessor: single-scale (LlamaGen) and multi-scale (VAR) tokenizers alike.
     image_tokenizer = AutoProcessor.from_pretrained(args.image_tokenizer_path).to(device)
@@ -82,8 +84,8 @@ def main(args: argparse.Namespace) -> int:
         verify_images=args.verify_images,
     )
     dataset = add_gt_ids(dataset, image_tokenizer, batch_size=args.batch_size)
-    dataset.save_to_disk(args.out)
-    print(f"{len(dataset)} rows with gt_ids [{image_tokenizer.num_image_tokens}] -> {args.out}")
+    dataset.save_to_disk(args.output_dir)
+    print(f"{len(dataset)} rows with gt_ids [{image_tokenizer.num_image_tokens}] -> {args.output_dir}")
     return 0
 
 

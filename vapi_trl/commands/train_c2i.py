@@ -10,10 +10,10 @@ master weights. One micro-batch is one image × G rows (`per_device_train_batch_
 step are 8 GPUs × GA 16. The learning rate has no default: the recipe uses **1e-6**.
 
 ```bash
-vapi-trl convert-llamagen --gpt-ckpt c2i_XXL_384.pt --vq-ckpt vq_ds16_c2i.pt --gpt-model GPT-XXL --image-size 384 \
-    --out llamagen-xxl
+vapi-trl convert-llamagen --gpt_ckpt c2i_XXL_384.pt --vq_ckpt vq_ds16_c2i.pt --gpt_model GPT-XXL --image_size 384 \
+    --output_dir llamagen-xxl
 vapi-trl tokenize --image_tokenizer_path llamagen-xxl/image_tokenizer --train_dir imagenet/train \
-    --images_per_class 13 --out imagenet-13pc-tokens          # optional: pre-extract x* once
+    --images_per_class 13 --output_dir imagenet-13pc-tokens          # optional: pre-extract x* once
 accelerate launch --config_file fsdp.yaml examples/train_llamagen_c2i.py \
     --model_name_or_path llamagen-xxl/policy --image_tokenizer_path llamagen-xxl/image_tokenizer \
     --dataset_name imagenet-13pc-tokens --learning_rate 1e-6 --output_dir llamagen-xxl-va-pi
@@ -31,7 +31,6 @@ The same code runs under `python`, `vapi-trl train-c2i` and `accelerate launch` 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 
@@ -77,7 +76,7 @@ class C2IScriptArguments(ScriptArguments):
 
     Parameters:
         image_tokenizer_path (`str`):
-            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUT/image_tokenizer`).
+            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
         train_dir (`str`, *optional*):
             ImageNet-style folder `<train_dir>/<wnid>/*.JPEG`; labels are the sorted folder names.
         image_column (`str`, *optional*, defaults to `"image"`):
@@ -95,7 +94,7 @@ class C2IScriptArguments(ScriptArguments):
 
     image_tokenizer_path: str | None = field(
         default=None,
-        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUT/image_tokenizer from convert)."},
+        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."},
     )
     train_dir: str | None = field(
         default=None,
@@ -117,8 +116,8 @@ class C2IScriptArguments(ScriptArguments):
 
 def make_parser(subparsers=None, name: str = "train-c2i", help: str = "", prog: str | None = None):
     """
-    The `TrlParser` of the script, with the C2I recipe defaults. With `subparsers` (the `vapi-trl` CLI), registers a
-    pass-through subcommand whose arguments are parsed by this `TrlParser` in `main`.
+    The `TrlParser` of the script, with the C2I recipe defaults. With `subparsers`, registers the bare subcommand
+    instead, as `trl <command>` does (`vapi-trl` hands the arguments after the command name to `main(argv)`).
     """
     return make_train_parser(subparsers, name, help, prog, C2IScriptArguments, C2I_RECIPE_DEFAULTS)
 
@@ -232,11 +231,9 @@ def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args
     )
 
 
-def main(args: argparse.Namespace | list[str] | None = None) -> int:
-    """
-    Entry point of the subcommand and of the example script: `args` is the CLI namespace, an argument list, or
-    `None` for `sys.argv[1:]`.
-    """
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the subcommand and of the example script: the arguments (after `train-c2i`), or `None` for
+    `sys.argv[1:]`."""
     return run_train_command(args, make_parser(prog="vapi-trl train-c2i"), train)
 
 

@@ -15,9 +15,9 @@ once with `vapi-trl encode-captions` and pass that dataset: rows with `caption_e
 not loaded.
 
 ```bash
-vapi-trl convert-llamagen --gpt-ckpt t2i_XL_stage1_256.pt --vq-ckpt vq_ds16_t2i.pt --gpt-model GPT-XL \
-    --image-size 256 --out llamagen-t2i-xl
-vapi-trl encode-captions --tar_shards data/shards --out data/t5-features   # optional, once per dataset
+vapi-trl convert-llamagen --gpt_ckpt t2i_XL_stage1_256.pt --vq_ckpt vq_ds16_t2i.pt --gpt_model GPT-XL \
+    --image_size 256 --output_dir llamagen-t2i-xl
+vapi-trl encode-captions --tar_shards data/shards --output_dir data/t5-features   # optional, once per dataset
 accelerate launch --config_file examples/accelerate_configs/multi_gpu.yaml examples/train_llamagen_t2i.py \
     --model_name_or_path llamagen-t2i-xl/policy --image_tokenizer_path llamagen-t2i-xl/image_tokenizer \
     --tar_shards data/shards --learning_rate 1e-6 --output_dir llamagen-t2i-xl-va-pi
@@ -31,7 +31,6 @@ or a `save_to_disk` folder (as written by `encode-captions`), with `--image_colu
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ class T2IScriptArguments(ScriptArguments):
 
     Parameters:
         image_tokenizer_path (`str`):
-            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUT/image_tokenizer`).
+            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
         text_encoder_name_or_path (`str`, *optional*, defaults to `"google/flan-t5-xl"`):
             T5 checkpoint (Hub id or folder) or a `T5CaptionEncoder` folder; unused when the data has `caption_embeds`.
         text_encoder_dtype (`str`, *optional*, defaults to `"bfloat16"`):
@@ -83,7 +82,7 @@ class T2IScriptArguments(ScriptArguments):
 
     image_tokenizer_path: str | None = field(
         default=None,
-        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUT/image_tokenizer from convert)."},
+        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."},
     )
     text_encoder_name_or_path: str = field(
         default="google/flan-t5-xl",
@@ -111,8 +110,8 @@ class T2IScriptArguments(ScriptArguments):
 
 def make_parser(subparsers=None, name: str = "train-t2i", help: str = "", prog: str | None = None):
     """
-    The `TrlParser` of the script, with the T2I recipe defaults. With `subparsers` (the `vapi-trl` CLI), registers a
-    pass-through subcommand whose arguments are parsed by this `TrlParser` in `main`.
+    The `TrlParser` of the script, with the T2I recipe defaults. With `subparsers`, registers the bare subcommand
+    instead, as `trl <command>` does (`vapi-trl` hands the arguments after the command name to `main(argv)`).
     """
     return make_train_parser(subparsers, name, help, prog, T2IScriptArguments, T2I_RECIPE_DEFAULTS)
 
@@ -230,8 +229,9 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
     )
 
 
-def main(args: argparse.Namespace | list[str] | None = None) -> int:
-    """Entry point of the subcommand and of the example script: the CLI namespace, an argument list, or `None`."""
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the subcommand and of the example script: the arguments (after `train-t2i`), or `None` for
+    `sys.argv[1:]`."""
     return run_train_command(args, make_parser(prog="vapi-trl train-t2i"), train)
 
 

@@ -62,8 +62,9 @@ class DemoSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
         if self.num_generations < 2:
-            raise ValueError(f"num_generations must be ≥ 2 (advantages are normalised within a group), got "
-                             f"{self.num_generations}.")
+            raise ValueError(
+                f"num_generations must be ≥ 2 (advantages are normalised within a group), got {self.num_generations}."
+            )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}.")
         if not 0.0 <= self.context_noise_prob <= 1.0:
@@ -76,8 +77,9 @@ class DemoSettings:
                 f"{self.eval_samples}."
             )
         if self.eval_samples < 20:
-            raise ValueError(f"eval_samples must be ≥ 20 (precision/recall and FID need a few per class), got "
-                             f"{self.eval_samples}.")
+            raise ValueError(
+                f"eval_samples must be ≥ 20 (precision/recall and FID need a few per class), got {self.eval_samples}."
+            )
 
 
 def lpips_available(net: str = "vgg") -> bool:
@@ -125,7 +127,7 @@ def run_demo(
     settings = settings or DemoSettings()
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise ValueError(
-            f"--out {output_dir!r} is not empty ({', '.join(sorted(os.listdir(output_dir))[:3])}, ...); the demo "
+            f"--output_dir {output_dir!r} is not empty ({', '.join(sorted(os.listdir(output_dir))[:3])}, ...); the demo "
             "would overwrite its report, grids and policy. Pick another folder, or pass --overwrite."
         )
     os.makedirs(output_dir, exist_ok=True)
@@ -271,8 +273,11 @@ def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timin
             ),
         },
         "training_logs": [
-            {key: entry[key] for key in ("step", "loss", "reward", "mse", "ce", "token_accuracy", "entropy")
-             if key in entry}
+            {
+                key: entry[key]
+                for key in ("step", "loss", "reward", "mse", "ce", "token_accuracy", "entropy")
+                if key in entry
+            }
             for entry in logs
         ],
         "timings": timings,

@@ -1,6 +1,36 @@
-"""Evaluation: class-to-image sampling for FID (`sample`) and FID / IS / precision-recall (`metrics`)."""
+"""Evaluation: class-to-image sampling for FID (`sample`) and FID / IS / precision-recall (`metrics`).
 
-from .metrics import MetricsResult, build_feature_extractor, compute_metrics
-from .sample import SamplingSettings, sample_class_to_image
+The names below load on first access (PEP 562, as the package root): the light submodules (`arrays`, read by the demo
+and so by `vapi-trl demo --help`) import without torch.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+
+_LAZY_ATTRIBUTES = {
+    "MetricsResult": "vapi_trl.evaluation.metrics",
+    "build_feature_extractor": "vapi_trl.evaluation.metrics",
+    "compute_metrics": "vapi_trl.evaluation.metrics",
+    "SamplingSettings": "vapi_trl.evaluation.sample",
+    "sample_class_to_image": "vapi_trl.evaluation.sample",
+}
+
+if TYPE_CHECKING:
+    from .metrics import MetricsResult, build_feature_extractor, compute_metrics
+    from .sample import SamplingSettings, sample_class_to_image
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRIBUTES:
+        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vapi_trl.evaluation' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_ATTRIBUTES])
+
 
 __all__ = ["MetricsResult", "SamplingSettings", "build_feature_extractor", "compute_metrics", "sample_class_to_image"]

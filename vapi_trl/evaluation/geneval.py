@@ -3,10 +3,10 @@ GenEval sampling for text-to-image policies (LlamaGen T2I, Janus-Pro), in the la
 (`generation/diffusers_generate.py`), scored there with its Mask2Former detector (algorithm.md §6):
 
 ```
-<out>/00000/metadata.jsonl      # the prompt's line of evaluation_metadata.jsonl, copied as is
-<out>/00000/samples/0000.png    # N images per prompt (GenEval: 4)
-<out>/00000/grid.png            # optional: the N images side by side
-<out>/run.json                  # policy family, paths, CFG / temperature / top-k / top-p, seed, versions
+<output_dir>/00000/metadata.jsonl      # the prompt's line of evaluation_metadata.jsonl, copied as is
+<output_dir>/00000/samples/0000.png    # N images per prompt (GenEval: 4)
+<output_dir>/00000/grid.png            # optional: the N images side by side
+<output_dir>/run.json                  # policy family, paths, CFG / temperature / top-k / top-p, seed, versions
 ```
 
 KV-cache autoregressive sampling (`policy.sample`: CFG, temperature, top-k, top-p), VQ decoding at the model

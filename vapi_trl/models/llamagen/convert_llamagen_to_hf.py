@@ -102,6 +102,7 @@ _TORCH_LOAD_ERRORS = (
     pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
 )  # fmt: skip
 
+
 def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     Read an official LlamaGen `.pt` file and return its flat state dict (name -> tensor, on CPU).
@@ -216,8 +217,8 @@ def convert_llamagen_gpt_state_dict(
             raise ValueError(
                 f"{name} has {tensor.shape[0]} rows but the config implies dim + 2 * kv_dim = {q_rows} + 2 * {kv_rows}"
                 f" (hidden_size={config.hidden_size}, num_attention_heads={config.num_attention_heads}, "
-                f"num_key_value_heads={config.num_key_value_heads}). Pick the preset (--gpt-model) or --dim/--n-head/"
-                "--n-kv-head of this checkpoint."
+                f"num_key_value_heads={config.num_key_value_heads}). Pick the preset (--gpt_model) or --hidden_size/"
+                "--num_attention_heads/--num_key_value_heads of this checkpoint."
             )
         query, key, value = tensor.split([q_rows, kv_rows, kv_rows], dim=0)
         prefix = f"model.layers.{match.group(1)}.self_attn."
@@ -292,8 +293,8 @@ def llamagen_gpt_config(
     missing = [name for name in required if name not in overrides]
     if missing:
         raise ValueError(
-            f"Without a size preset (--gpt-model GPT-XXL, ...), give the architecture explicitly; missing {missing} "
-            "(--dim, --n-layer, --n-head)."
+            f"Without a size preset (--gpt_model GPT-XXL, ...), give the architecture explicitly; missing {missing} "
+            "(--hidden_size, --num_hidden_layers, --num_attention_heads)."
         )
     return LlamaGenConfig(**overrides)
 
@@ -394,10 +395,10 @@ def build_llamagen_policy(
         model = LlamaGenForTextToImage(config) if text_to_image else LlamaGenForClassToImage(config)
     if text_to_image:
         condition = f"{config.cls_token_num} caption slots of width {config.caption_dim}"
-        preset = "--gpt-model preset (GPT-XL for t2i_XL_*.pt) or set --dim/--n-layer/--n-head/--vocab-size"
+        preset = "--gpt_model preset (GPT-XL for t2i_XL_*.pt) or set --hidden_size/--num_hidden_layers/--num_attention_heads/--vocab_size"
     else:
         condition = f"{config.num_classes} classes"
-        preset = "--gpt-model preset or set --dim/--n-layer/--n-head/--vocab-size/--num-classes"
+        preset = "--gpt_model preset or set --hidden_size/--num_hidden_layers/--num_attention_heads/--vocab_size/--num_classes"
     hint = (
         f"The checkpoint has {_describe_gpt_shapes(state_dict)}; the config has {config.num_hidden_layers} layers, "
         f"dim {config.hidden_size}, vocab {config.vocab_size}, {condition}. Pick the matching {preset}."
@@ -413,8 +414,8 @@ def build_llamagen_vq(state_dict: Mapping[str, torch.Tensor], config: JanusVQVAE
         model = JanusVQVAE(config)
     hint = (
         f"The VQ config has codebook {config.num_embeddings}x{config.embed_dim}, ch_mult "
-        f"{list(config.channel_multiplier)}, z_channels {config.latent_channels}; set --codebook-size, "
-        "--codebook-embed-dim, --ch-mult, --z-channels to the tokenizer's values."
+        f"{list(config.channel_multiplier)}, z_channels {config.latent_channels}; set --codebook_size, "
+        "--codebook_embed_dim, --ch_mult, --z_channels to the tokenizer's values."
     )
     load_state_dict_strict(model, converted, "LlamaGen VQ", hint)
     return model.eval()
@@ -470,12 +471,12 @@ def convert_llamagen_checkpoints(
 
     if gpt_ckpt is None and vq_ckpt is None:
         raise ValueError(
-            "Nothing to convert: give a GPT checkpoint (--gpt-ckpt), a VQ checkpoint (--vq-ckpt) or both."
+            "Nothing to convert: give a GPT checkpoint (--gpt_ckpt), a VQ checkpoint (--vq_ckpt) or both."
         )
     if image_size is None:
         # RoPE keeps no table in the file and every weight shape is resolution-free: a wrong side converts cleanly.
         raise ValueError(
-            "--image-size is required: the checkpoint does not record the image side it was trained at, and a wrong "
+            "--image_size is required: the checkpoint does not record the image side it was trained at, and a wrong "
             f"one converts without error (e.g. a 576-token grid for a 256-px model). Releases: {RELEASE_IMAGE_SIZES}."
         )
     output_dir = os.fspath(output_dir)
@@ -496,7 +497,7 @@ def convert_llamagen_checkpoints(
         if vq_ckpt is not None and config.vocab_size != vq_config.num_embeddings:
             raise ValueError(
                 f"The GPT vocabulary ({config.vocab_size}) differs from the VQ codebook ({vq_config.num_embeddings});"
-                " set --vocab-size and --codebook-size to the same value."
+                " set --vocab_size and --codebook_size to the same value."
             )
         model = build_llamagen_policy(state_dict, config, dtype=dtype)
         del state_dict

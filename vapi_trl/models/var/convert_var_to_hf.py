@@ -54,6 +54,7 @@ _TORCH_LOAD_ERRORS = (
     pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
 )  # fmt: skip
 
+
 def load_official_state_dict(path: str | os.PathLike, what: str = "VAR") -> dict[str, torch.Tensor]:
     """
     Read an official `.pth` with `torch.load(weights_only=True)`; unwraps `model`/`module`/`state_dict` entries.
@@ -95,7 +96,7 @@ def _require_keys(state_dict: Mapping[str, torch.Tensor], keys: Sequence[str], p
         if any(key.startswith(("tok_embeddings.", "cls_embedding.", "layers.")) for key in state_dict):
             hint = " It looks like a LlamaGen GPT checkpoint: convert it with `vapi-trl convert-llamagen`."
         elif any(key.startswith(("encoder.down.", "decoder.up.")) for key in state_dict) and what == "VAR transformer":
-            hint = " It looks like a VQ-VAE file: pass it as --vae-ckpt."
+            hint = " It looks like a VQ-VAE file: pass it as --vae_ckpt."
         raise ValueError(
             f"{os.fspath(path)!r} is not an official {what} checkpoint: it has no {missing} (first keys: "
             f"{sorted(state_dict)[:5]}).{hint}"
@@ -305,7 +306,7 @@ def convert_var_checkpoints(
             # Dot-product attention: the head count is in no tensor shape, and a wrong one still loads.
             raise ValueError(
                 f"{os.fspath(var_ckpt)!r} uses dot-product attention (no `attn.scale_mul_1H11`), so its number of "
-                "attention heads cannot be read from the weights: pass --num-heads (the VAR releases use heads = "
+                "attention heads cannot be read from the weights: pass --num_attention_heads (the VAR releases use heads = "
                 f"depth, here {_depth(var_state)})."
             )
     if patch_nums is None and var_state is not None and "lvl_1L" in var_state:
