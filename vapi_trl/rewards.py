@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import lpips
 import torch
@@ -201,6 +202,20 @@ class PixelReconstructionRewardFunc:
         return self.reward(samples, targets).total[:, 0].tolist()
 
 
+def extra_reward_value(value: Any, name: str) -> float:
+    """One value returned by the extra reward function `name` as a float (`None`: 0.0, masked by the caller)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(
+            f"reward function {name!r} returned {value!r}: each value must be a number, or None for a sample the "
+            f"function does not apply to; got {type(value).__name__}."
+        )
+    return float(value)
+
+
 __all__ = [
     "LPIPSWeightsNotFoundError",
     "PixelReconstructionReward",
@@ -208,5 +223,6 @@ __all__ = [
     "RewardTerms",
     "build_lpips",
     "ensure_lpips_backbone",
+    "extra_reward_value",
     "lpips_backbone_path",
 ]
