@@ -16,6 +16,24 @@ LPIPS_BACKBONE_URLS = {
 }
 
 
+# The pixel terms of the reward and the LPIPS backbones: each rule is written here once, and `VAPiConfig` applies it
+# to its fields.
+PIXEL_LOSSES = ("mse", "l1")
+LPIPS_NETS = tuple(LPIPS_BACKBONE_URLS)
+
+
+def check_pixel_loss(pixel_loss: str) -> None:
+    """Raise a `ValueError` unless `pixel_loss` is one of `PIXEL_LOSSES`."""
+    if pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}.")
+
+
+def check_lpips_net(net: str) -> None:
+    """Raise a `ValueError` unless `net` is one of `LPIPS_NETS`."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"lpips_net must be 'vgg' or 'alex', got {net!r}.")
+
+
 class LPIPSWeightsNotFoundError(FileNotFoundError):
     """The torchvision backbone weights LPIPS needs are neither cached locally nor downloadable."""
 
@@ -36,8 +54,7 @@ def ensure_lpips_backbone(net: str) -> str:
     Raises:
         LPIPSWeightsNotFoundError: naming the file and where to put it, when it is missing and cannot be fetched.
     """
-    if net not in LPIPS_BACKBONE_URLS:
-        raise ValueError(f"lpips_net must be one of {sorted(LPIPS_BACKBONE_URLS)}, got {net!r}.")
+    check_lpips_net(net)
     path = lpips_backbone_path(net)
     if os.path.isfile(path):
         return path
@@ -126,8 +143,7 @@ class PixelReconstructionReward(nn.Module):
         chunk_size: int = 16,
     ):
         super().__init__()
-        if pixel_loss not in ("mse", "l1"):
-            raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}.")
+        check_pixel_loss(pixel_loss)
         if lpips_weight > 0 and lpips_model is None:
             raise ValueError("lpips_weight > 0 needs an `lpips_model` (see `build_lpips`), or set lpips_weight=0.")
         self.pixel_loss = pixel_loss
@@ -217,11 +233,15 @@ def extra_reward_value(value: Any, name: str) -> float:
 
 
 __all__ = [
+    "LPIPS_NETS",
     "LPIPSWeightsNotFoundError",
+    "PIXEL_LOSSES",
     "PixelReconstructionReward",
     "PixelReconstructionRewardFunc",
     "RewardTerms",
     "build_lpips",
+    "check_lpips_net",
+    "check_pixel_loss",
     "ensure_lpips_backbone",
     "extra_reward_value",
     "lpips_backbone_path",

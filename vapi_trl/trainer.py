@@ -54,6 +54,45 @@ def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unused>": 0}, unk_token="<unused>")))
 
 
+def _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset) -> None:
+    """Raise on arguments `VAPiTrainer` cannot train with, before anything is built: the config type, the policy
+    (`check_policy`) and its image tokenizer, and the datasets' columns."""
+    if not isinstance(args, VAPiConfig):
+        raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
+    if isinstance(model, str):
+        raise TypeError(
+            "VAPiTrainer needs an instantiated policy (e.g. `LlamaGenForClassToImage.from_pretrained(path)`), "
+            f"got the string {model!r}."
+        )
+    if image_tokenizer is None:
+        raise ValueError(
+            "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
+            "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`."
+        )
+    policy = model.get_base_model() if hasattr(model, "get_base_model") else model
+    check_policy(policy)
+    image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
+    condition_columns = tuple(policy.condition_columns)
+    check_dataset_columns(train_dataset, "train_dataset", condition_columns)
+    if eval_dataset is not None:
+        check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
+
+
+def _build_pixel_reward(args: VAPiConfig, lpips_model=None) -> PixelReconstructionReward:
+    """The frozen pixel-reconstruction reward of `args`; LPIPS is built from `args.lpips_net` unless given."""
+    if lpips_model is None and args.lpips_weight > 0:
+        lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
+    if lpips_model is not None:
+        lpips_model = lpips_model.eval().requires_grad_(False)
+    return PixelReconstructionReward(
+        pixel_loss=args.pixel_loss,
+        pixel_weight=args.pixel_weight,
+        lpips_weight=args.lpips_weight,
+        lpips_model=lpips_model,
+        chunk_size=args.decode_chunk_size,
+    )
+
+
 class VAPiTrainer(GRPOTrainer):
     r"""
     Trainer for VA-π, [Variational Policy Alignment for Pixel-Aware Autoregressive
@@ -149,26 +188,7 @@ class VAPiTrainer(GRPOTrainer):
         lpips_model=None,
         processing_class=None,
     ):
-        if not isinstance(args, VAPiConfig):
-            raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
-        if isinstance(model, str):
-            raise TypeError(
-                "VAPiTrainer needs an instantiated policy (e.g. `LlamaGenForClassToImage.from_pretrained(path)`), "
-                f"got the string {model!r}."
-            )
-        if image_tokenizer is None:
-            raise ValueError(
-                "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
-                "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`."
-            )
-        policy = model.get_base_model() if hasattr(model, "get_base_model") else model
-        check_policy(policy)
-        image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
-        condition_columns = tuple(policy.condition_columns)
-        check_dataset_columns(train_dataset, "train_dataset", condition_columns)
-        if eval_dataset is not None:
-            check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
-
+        _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset)
         extra_rewards = (
             [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
         )
@@ -190,18 +210,7 @@ class VAPiTrainer(GRPOTrainer):
         if args.kl_coef > 0 and peft_config is None and not hasattr(model, "get_base_model"):
             reference = copy.deepcopy(model).eval().requires_grad_(False)
 
-        if lpips_model is None and args.lpips_weight > 0:
-            lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
-        if lpips_model is not None:
-            lpips_model = lpips_model.eval().requires_grad_(False)
-        pixel_reward = PixelReconstructionReward(
-            pixel_loss=args.pixel_loss,
-            pixel_weight=args.pixel_weight,
-            lpips_weight=args.lpips_weight,
-            lpips_model=lpips_model,
-            chunk_size=args.decode_chunk_size,
-        )
-
+        pixel_reward = _build_pixel_reward(args, lpips_model)
         super().__init__(
             model=model,
             reward_funcs=[PixelReconstructionRewardFunc(pixel_reward), *extra_rewards],
@@ -340,16 +349,8 @@ class VAPiTrainer(GRPOTrainer):
         if mode == "train" and self._sample_grids.is_due(self.state.global_step, self.accelerator.is_main_process):
             self._sample_grids.buffer(target_pixels, target_ids, decoded, decode=self.image_tokenizer.decode)
 
-        batch = StepBatch(
-            condition=condition,
-            context_ids=context_ids,
-            target_ids=target_ids,
-            completion_ids=completion_ids,
-            old_per_token_logps=old_logps,
-            advantages=advantages,
-            valid=valid,
-            ref_per_token_logps=ref_logps,
-        )
+        # In `StepBatch` field order: condition, context, targets, samples, their log-probs, advantages, valid, ref.
+        batch = StepBatch(condition, context_ids, target_ids, completion_ids, old_logps, advantages, valid, ref_logps)
         return batch.to(self.accelerator.device).to_dict()
 
     @torch.no_grad()

@@ -184,16 +184,20 @@ def run_demo(
         seed=settings.seed,
         dataloader_num_workers=0,
     )
+    def evaluate_and_save_grid(policy, name: str) -> dict[str, float]:
+        # The same seeds and labels before and after training; the grid goes to `samples_{name}.png`.
+        metrics = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
+        save_grid(
+            grid_samples(policy, image_tokenizer, policy.config.num_classes, settings.grid_per_class, settings.seed),
+            os.path.join(output_dir, f"samples_{name}.png"), columns=settings.grid_per_class,
+        )  # fmt: skip
+        return metrics
+
     # Before.
     mark = time.perf_counter()
     say(f"Scoring the base policy on {settings.eval_samples} free-running samples ...")
-    before = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
+    before = evaluate_and_save_grid(policy, "before")
     floor = benchmark.real_floor()
-    num_classes = policy.config.num_classes
-    save_grid(
-        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-        os.path.join(output_dir, "samples_before.png"), columns=settings.grid_per_class,
-    )  # fmt: skip
     timings["evaluate_before_s"] = time.perf_counter() - mark
 
     # Train.
@@ -213,11 +217,7 @@ def run_demo(
     # After.
     mark = time.perf_counter()
     say("Scoring the aligned policy with the same seeds and labels ...")
-    after = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
-    save_grid(
-        grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-        os.path.join(output_dir, "samples_after.png"), columns=settings.grid_per_class,
-    )  # fmt: skip
+    after = evaluate_and_save_grid(policy, "after")
     timings["evaluate_after_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
