@@ -7,6 +7,7 @@ from trl import GRPOConfig
 
 from .objective import check_probability
 from .rewards import LPIPS_NETS, PIXEL_LOSSES, check_lpips_net, check_pixel_loss
+from .sampling import check_sampling_filters, check_temperature
 
 
 @dataclass
@@ -254,10 +255,8 @@ class VAPiConfig(GRPOConfig):
             raise ValueError(f"adv_clip must be > 0 or None, got {self.adv_clip}.")
         if self.adv_std_eps <= 0:
             raise ValueError(f"adv_std_eps must be > 0, got {self.adv_std_eps}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_k must be ≥ 0 and top_p in (0, 1], got top_k={self.top_k}, top_p={self.top_p}.")
+        check_temperature(self.temperature)
+        check_sampling_filters(self.top_k, self.top_p)
         if self.decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be ≥ 1, got {self.decode_chunk_size}.")
         if self.decode_dtype not in ("float32", "bfloat16"):

@@ -122,9 +122,7 @@ def run_demo(
     Returns:
         The report written to `report.json`.
     """
-    import torch
-
-    from vapi_trl import VAPiConfig, VAPiTrainer
+    from vapi_trl import VAPiTrainer
     from vapi_trl.demo import embedded
     from vapi_trl.evaluation.small_benchmark import SmallBenchmark
 
@@ -164,26 +162,8 @@ def run_demo(
         )
 
     # The training arguments first: a bad value fails now, not after a minute of scoring.
-    args = VAPiConfig(
-        output_dir=os.path.join(output_dir, "trainer"),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.num_images * settings.num_generations,
-        num_generations=settings.num_generations,
-        learning_rate=settings.learning_rate,
-        context_noise_prob=settings.context_noise_prob,
-        ce_coef=settings.ce_coef,
-        pixel_weight=1.0,
-        lpips_weight=1.0 if use_lpips else 0.0,
-        lpips_net="vgg",
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, settings.steps // 10),
-        disable_tqdm=not progress,
-        seed=settings.seed,
-        dataloader_num_workers=0,
-    )
+    args = _training_args(settings, output_dir, use_lpips, progress)
+
     def evaluate_and_save_grid(policy, name: str) -> dict[str, float]:
         # The same seeds and labels before and after training; the grid goes to `samples_{name}.png`.
         metrics = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
@@ -227,10 +207,48 @@ def run_demo(
     timings["total_s"] = time.perf_counter() - started
 
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    report = {
+    report = _report(settings, use_lpips, args.lpips_weight, before, after, floor, logs, timings)
+    with open(os.path.join(output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    return report
+
+
+def _training_args(settings: DemoSettings, output_dir: str, use_lpips: bool, progress: bool):
+    """The `VAPiConfig` of the demo run: CPU unless CUDA is available, no checkpoints, MSE (+ LPIPS-VGG) reward."""
+    import torch
+
+    from vapi_trl import VAPiConfig
+
+    return VAPiConfig(
+        output_dir=os.path.join(output_dir, "trainer"),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.num_images * settings.num_generations,
+        num_generations=settings.num_generations,
+        learning_rate=settings.learning_rate,
+        context_noise_prob=settings.context_noise_prob,
+        ce_coef=settings.ce_coef,
+        pixel_weight=1.0,
+        lpips_weight=1.0 if use_lpips else 0.0,
+        lpips_net="vgg",
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        save_strategy="no",
+        logging_steps=max(1, settings.steps // 10),
+        disable_tqdm=not progress,
+        seed=settings.seed,
+        dataloader_num_workers=0,
+    )
+
+
+def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timings) -> dict[str, Any]:
+    """The content of `report.json` (see the module docstring)."""
+    import torch
+
+    return {
         "settings": asdict(settings),
         "reward": "-(MSE + LPIPS-VGG)" if use_lpips else "-MSE (LPIPS backbone weights not available locally)",
-        "lpips_weight": args.lpips_weight,
+        "lpips_weight": lpips_weight,
         "metrics": {
             "before": before,
             "after": after,
@@ -266,9 +284,6 @@ def run_demo(
             "python": platform.python_version(),
         },
     }
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
