@@ -667,7 +667,7 @@ def worker(output_dir: str) -> None:
         "engine": engine,
         "policy_sharded": sharded,
         "mixed_precision": accelerator.mixed_precision,
-        "skipped_steps": trainer._skipped_steps,
+        "skipped_steps": trainer._step_guard.skipped_steps,
         "step1_param_change": changed_by_step1,
         "step2_param_change": changed_by_step2,
         "params_finite": finite,

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures["pixel_reward_s"], terms = timed(lambda: trainer.pixel_reward(decoded, pixels), args.repeats)
     advantages = torch.randn(U, G, device=device)
     inputs = {
-        "class_labels": labels, "context_ids": context, "target_ids": target_ids, "completion_ids": samples,
+        "condition.class_labels": labels, "context_ids": context, "target_ids": target_ids, "completion_ids": samples,
         "old_per_token_logps": old_logps, "advantages": advantages, "valid": torch.ones(U, dtype=torch.bool),
     }  # fmt: skip
 

@@ -30,7 +30,7 @@ def official_g_fold_loss(trainer, model, inputs) -> torch.Tensor:
     num_images, group, _ = inputs["completion_ids"].shape
     total = 0.0
     for u, g in ((u, g) for u in range(num_images) for g in range(group)):
-        logits = model(class_labels=inputs["class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1])
+        logits = model(class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1])
         logits = logits.logits
         new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
         policy_loss, _ = clipped_surrogate(

@@ -281,7 +281,7 @@ def test_unreadable_files_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
         load_official_checkpoint(tmp_path / "notes.pt")
     torch.save({"optimizer": {"lr": 1e-4}, "steps": 3}, tmp_path / "opt.pt")
-    with pytest.raises(ValueError, match="holds no state dict"):
+    with pytest.raises(ValueError, match="does not hold a state dict"):
         load_official_checkpoint(tmp_path / "opt.pt")
     with pytest.raises(FileNotFoundError):
         load_official_checkpoint(tmp_path / "missing.pt")

@@ -151,7 +151,7 @@ def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_i
     for u, g in ((u, g) for u in range(num_images) for g in range(group)):
         with dropout_disabled(model):
             logits = model(
-                class_labels=inputs["class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
+                class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
             ).logits
         new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
         policy_loss, _ = clipped_surrogate(
@@ -194,7 +194,7 @@ def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, t
     assert inputs["advantages"].shape == (2, 3)
     assert trainer.model.training  # as under `train()`: sampling must still run in eval mode
     with torch.no_grad(), eval_mode(trainer.model):
-        logits = trainer.model(class_labels=inputs["class_labels"], context_ids=inputs["context_ids"]).logits
+        logits = trainer.model(class_labels=inputs["condition.class_labels"], context_ids=inputs["context_ids"]).logits
     expected = filtered_log_probs(logits).gather(-1, inputs["completion_ids"].transpose(1, 2)).transpose(1, 2)
     assert_close_scaled(inputs["old_per_token_logps"], expected)
     assert torch.allclose(inputs["advantages"].mean(1), torch.zeros(2), atol=1e-5)
@@ -410,7 +410,7 @@ def test_label_dropout_reaches_the_loss_forward_only(tmp_path, tiny_policy, tiny
     rows = [row for row in make_image_dataset(2) for _ in range(2)]
     trainer.model.train()
     inputs = trainer._generate_and_score_completions(rows)
-    assert inputs["class_labels"].tolist() == [rows[0]["class_label"], rows[2]["class_label"]]  # sampling: true labels
+    assert inputs["condition.class_labels"].tolist() == [rows[0]["class_label"], rows[2]["class_label"]]  # sampling: true labels
     seen = []
     handle = trainer.model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True
@@ -423,4 +423,4 @@ def test_label_dropout_reaches_the_loss_forward_only(tmp_path, tiny_policy, tiny
         handle.remove()
         trainer.args.loss_forward_mode = "train"
     assert seen[0].tolist() == [tiny_policy.null_class_id] * 2  # train loss forward: dropped (p = 1)
-    assert seen[1].tolist() == inputs["class_labels"].tolist()  # eval loss forward: deterministic, never dropped
+    assert seen[1].tolist() == inputs["condition.class_labels"].tolist()  # eval loss forward: deterministic, never dropped

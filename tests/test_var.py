@@ -263,9 +263,9 @@ def test_conversion_is_strict(tokenizer):
     official = export_official_state_dict(policy)
     vae = tokenizer.vq_model.state_dict()
     config = infer_var_config(official, num_attention_heads=4)
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="Missing keys"):
         convert_var_state_dict({k: v for k, v in official.items() if k != "head.bias"}, vae, config)
-    with pytest.raises(ValueError, match="unexpected"):
+    with pytest.raises(ValueError, match="Unexpected keys"):
         convert_var_state_dict({**official, "blocks.0.extra": torch.zeros(1)}, vae, config)
     with pytest.raises(ValueError, match="lvl_1L"):
         convert_var_state_dict(official, vae, tiny_var_config(patch_nums=(1, 2, 5)))

@@ -5,6 +5,10 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .objective import check_probability
+from .rewards import LPIPS_NETS, PIXEL_LOSSES, check_lpips_net, check_pixel_loss
+from .sampling import check_sampling_filters, check_temperature
+
 
 @dataclass
 class VAPiConfig(GRPOConfig):
@@ -149,7 +153,7 @@ class VAPiConfig(GRPOConfig):
     # Parameters that control the reward
     pixel_loss: str = field(
         default="mse",
-        metadata={"help": "Pixel term of the reward, on the [-1, 1] scale.", "choices": ["mse", "l1"]},
+        metadata={"help": "Pixel term of the reward, on the [-1, 1] scale.", "choices": list(PIXEL_LOSSES)},
     )
     pixel_weight: float = field(default=1.0, metadata={"help": "Weight of the pixel term of the reward."})
     lpips_weight: float = field(
@@ -157,7 +161,7 @@ class VAPiConfig(GRPOConfig):
     )
     lpips_net: str = field(
         default="vgg",
-        metadata={"help": "LPIPS backbone (vgg for LlamaGen, alex for Janus-Pro).", "choices": ["vgg", "alex"]},
+        metadata={"help": "LPIPS backbone (vgg for LlamaGen, alex for Janus-Pro).", "choices": list(LPIPS_NETS)},
     )
     lpips_random_backbone: bool = field(
         default=False,
@@ -233,19 +237,15 @@ class VAPiConfig(GRPOConfig):
             )
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be ≥ 0 (1.0 = no guidance), got {self.cfg_scale}.")
-        if not 0.0 <= self.context_noise_prob <= 1.0:
-            raise ValueError(f"context_noise_prob (ξ) must be in [0, 1], got {self.context_noise_prob}.")
-        if not 0.0 <= self.label_dropout <= 1.0:
-            raise ValueError(f"label_dropout must be in [0, 1], got {self.label_dropout}.")
+        check_probability(self.context_noise_prob, "context_noise_prob (ξ)")
+        check_probability(self.label_dropout, "label_dropout")
         if self.loss_forward_mode not in ("train", "eval"):
             raise ValueError(
                 f"loss_forward_mode must be 'train' (official launchers: dropout active in the loss forward) or 'eval' "
                 f"(deterministic), got {self.loss_forward_mode!r}."
             )
-        if self.pixel_loss not in ("mse", "l1"):
-            raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {self.pixel_loss!r}.")
-        if self.lpips_net not in ("vgg", "alex"):
-            raise ValueError(f"lpips_net must be 'vgg' or 'alex', got {self.lpips_net!r}.")
+        check_pixel_loss(self.pixel_loss)
+        check_lpips_net(self.lpips_net)
         for name in ("pixel_weight", "lpips_weight", "ce_coef", "kl_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}.")
@@ -255,10 +255,8 @@ class VAPiConfig(GRPOConfig):
             raise ValueError(f"adv_clip must be > 0 or None, got {self.adv_clip}.")
         if self.adv_std_eps <= 0:
             raise ValueError(f"adv_std_eps must be > 0, got {self.adv_std_eps}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_k must be ≥ 0 and top_p in (0, 1], got top_k={self.top_k}, top_p={self.top_p}.")
+        check_temperature(self.temperature)
+        check_sampling_filters(self.top_k, self.top_p)
         if self.decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be ≥ 1, got {self.decode_chunk_size}.")
         if self.decode_dtype not in ("float32", "bfloat16"):
@@ -327,11 +325,6 @@ class VAPiConfig(GRPOConfig):
                 f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of "
                 f"num_generations_eval ({num_generations_eval}); set it to {num_generations_eval} or a multiple."
             )
-
-    @property
-    def images_per_device_batch(self) -> int:
-        """Number of source images (groups of G rows) in one per-device micro-batch."""
-        return self.per_device_train_batch_size // self.num_generations
 
 
 def _accelerator_available() -> bool:

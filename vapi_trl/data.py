@@ -50,34 +50,107 @@ class DecodeReport:
         return "\n".join(lines)
 
 
-def check_image(value: Any) -> str | None:
+class ImageDecodeError(ValueError):
+    """An image value that does not decode to a non-empty image; the message is one line."""
+
+
+def _open_image(value: Any) -> PIL.Image.Image:
+    """Open (lazily, header only) an encoded image value: a `{"bytes", "path"}` dict, raw bytes or a path."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+    elif isinstance(value, (bytes, bytearray)):
+        data, path = bytes(value), None
+    elif isinstance(value, str):
+        data, path = None, value
+    elif value is None:
+        raise ImageDecodeError("no image")
+    else:
+        raise ImageDecodeError(f"unsupported image value of type {type(value).__name__}")
+    if data is None and not path:
+        raise ImageDecodeError("no image")
+    return PIL.Image.open(io.BytesIO(data) if data is not None else path)
+
+
+def decode_image(value: Any) -> PIL.Image.Image:
     """
-    Fully decode one raw image value (`{"bytes": ..., "path": ...}` as stored by `Image(decode=False)`, a path, raw
-    bytes or a PIL image). Returns `None` if it decodes, else a one-line error message.
+    Fully decode one image value: `{"bytes": ..., "path": ...}` as stored by `Image(decode=False)`, a path, raw bytes
+    or a PIL image (loaded in place). Every pixel is decoded (`load()`: `verify()` alone misses truncated files).
+
+    The one decoder of the package, under one error policy: any failure of the decoder, whatever PIL raises, and an
+    empty image, raise an `ImageDecodeError`. `load_image_dataset` uses it to drop undecodable rows up front and
+    `VAPiTrainer` to skip an image met in training.
     """
     try:
-        if isinstance(value, PIL.Image.Image):
-            value.load()
-            return f"empty image {value.size}" if 0 in value.size else None
-        if isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-        elif isinstance(value, (bytes, bytearray)):
-            data, path = bytes(value), None
-        elif isinstance(value, str):
-            data, path = None, value
-        elif value is None:
-            return "no image"
-        else:
-            return f"unsupported image value of type {type(value).__name__}"
-        if data is None and not path:
-            return "no image"
-        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as image:
-            image.load()  # decodes every pixel: `verify()` alone misses truncated files
-            if image.width == 0 or image.height == 0:
-                return f"empty image {image.size}"
-        return None
+        image = value if isinstance(value, PIL.Image.Image) else _open_image(value)
+        image.load()
+    except ImageDecodeError:
+        raise
     except Exception as error:  # noqa: BLE001 - any decoder failure is reported, whatever PIL raises
-        return f"{type(error).__name__}: {error}"
+        raise ImageDecodeError(f"{type(error).__name__}: {error}") from error
+    if image.width == 0 or image.height == 0:
+        raise ImageDecodeError(f"empty image {image.size}")
+    return image
+
+
+def is_encoded_image(value: Any) -> bool:
+    """Whether `value` is an image not yet decoded, as a row of an `Image(decode=False)` column carries it."""
+    return isinstance(value, dict) and ("bytes" in value or "path" in value)
+
+
+def describe_image(value: Any) -> str:
+    """Where an image value comes from, for a log line: its path, its byte count, or its type."""
+    if isinstance(value, dict):
+        return f"path={value.get('path')!r}" if value.get("path") else f"{len(value.get('bytes') or b'')} bytes"
+    return type(value).__name__
+
+
+def check_image(value: Any) -> str | None:
+    """
+    Fully decode one raw image value (see `decode_image`). Returns `None` if it decodes, else a one-line error message.
+    """
+    try:
+        image = decode_image(value)
+    except ImageDecodeError as error:
+        return str(error)
+    if image is not value:
+        image.close()
+    return None
+
+
+def defer_image_decoding(dataset: Any) -> Any:
+    """Cast an `Image` column to `decode=False` (in a dataset or a dict of them), so that rows carry the encoded
+    bytes/path and the trainer decodes them with `decode_image`, skipping those that fail instead of stopping."""
+    if isinstance(dataset, dict):
+        return {key: defer_image_decoding(value) for key, value in dataset.items()}
+    features = getattr(dataset, "features", None)
+    if features is not None and isinstance(features.get("image"), ImageFeature) and features["image"].decode:
+        return dataset.cast_column("image", ImageFeature(decode=False))
+    return dataset
+
+
+def check_dataset_columns(dataset: Any, name: str, condition_columns: tuple[str, ...]) -> None:
+    """
+    Raise unless `dataset` (a `Dataset`, `IterableDataset` or a dict of them) has the `image` column and the policy's
+    `condition_columns` and, when map-style, at least one row. An `IterableDataset` of unknown features passes.
+    """
+    if isinstance(dataset, dict):
+        for key, value in dataset.items():
+            check_dataset_columns(value, f"{name}[{key!r}]", condition_columns)
+        return
+    if not isinstance(dataset, (Dataset, IterableDataset)):
+        raise TypeError(f"{name} must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
+    columns = dataset.column_names
+    if columns is None:  # an IterableDataset with unknown features is checked at the first batch
+        return
+    missing = [column for column in ("image", *condition_columns) if column not in columns]
+    if missing:
+        raise ValueError(
+            f"{name} is missing the column(s) {missing} (it has {columns}). VA-π needs `image` (the training image) "
+            f"and the policy's condition column(s) {list(condition_columns)}; rename yours with "
+            "`dataset.rename_column(old, new)`."
+        )
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(f"{name} is empty.")
 
 
 def _row_error(image: Any, condition: Any, condition_column: str) -> str | None:
@@ -174,13 +247,7 @@ def _filter_streaming(dataset: IterableDataset, condition_column: str, name: str
         return False
 
     def decode(row: dict[str, Any]) -> dict[str, Any]:
-        value = row["image"]
-        if isinstance(value, PIL.Image.Image):
-            return {"image": value}
-        data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (None, value)
-        image = PIL.Image.open(io.BytesIO(data) if data is not None else path)
-        image.load()
-        return {"image": image}
+        return {"image": decode_image(row["image"])}
 
     # Casting the filtered stream back to `Image()` would decode before the filter runs (the features of an
     # `IterableDataset` apply to the whole chain), so the kept rows are decoded by a map instead.
@@ -302,4 +369,16 @@ def load_image_dataset(
     return dataset
 
 
-__all__ = ["DecodeReport", "check_class_labels", "check_image", "drop_undecodable_images", "load_image_dataset"]
+__all__ = [
+    "DecodeReport",
+    "ImageDecodeError",
+    "check_class_labels",
+    "check_dataset_columns",
+    "check_image",
+    "decode_image",
+    "defer_image_decoding",
+    "describe_image",
+    "drop_undecodable_images",
+    "is_encoded_image",
+    "load_image_dataset",
+]

@@ -18,6 +18,12 @@ import torch.nn.functional as F
 from .sampling import top_k_top_p_filter
 
 
+def check_probability(value: float, name: str) -> None:
+    """Raise a `ValueError` naming `name` unless `value` is a probability in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}.")
+
+
 def corrupt_context(
     target_ids: torch.LongTensor,
     noise_prob: float,
@@ -40,8 +46,7 @@ def corrupt_context(
     Returns:
         `[U, N−1]` int64 context ids in [0, K).
     """
-    if not 0.0 <= noise_prob <= 1.0:
-        raise ValueError(f"noise_prob (ξ) must be in [0, 1], got {noise_prob}.")
+    check_probability(noise_prob, "noise_prob (ξ)")
     context = target_ids[:, :-1]
     if noise_prob == 0.0:
         return context.clone()
@@ -208,6 +213,7 @@ def token_entropy(log_probs: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "SurrogateStats",
     "ce_prior",
+    "check_probability",
     "clipped_surrogate",
     "corrupt_context",
     "filtered_log_probs",

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -160,12 +160,4 @@ def write_json_atomic(path: str, data: Any) -> None:
     os.replace(path + ".tmp", path)
 
 
-def non_empty_entries(folder: str, ignore: Iterable[str] = ()) -> list[str]:
-    """The entries of `folder` other than `ignore` (empty when `folder` does not exist)."""
-    if not os.path.isdir(folder):
-        return []
-    ignored = set(ignore)
-    return sorted(name for name in os.listdir(folder) if name not in ignored)
-
-
-__all__ = ["OutputFolderError", "fingerprint", "non_empty_entries", "prepare_output_folder", "write_json_atomic"]
+__all__ = ["OutputFolderError", "fingerprint", "prepare_output_folder", "write_json_atomic"]

@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import lpips
 import torch
@@ -13,6 +14,24 @@ LPIPS_BACKBONE_URLS = {
     "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
 }
+
+
+# The pixel terms of the reward and the LPIPS backbones: each rule is written here once, and `VAPiConfig` applies it
+# to its fields.
+PIXEL_LOSSES = ("mse", "l1")
+LPIPS_NETS = tuple(LPIPS_BACKBONE_URLS)
+
+
+def check_pixel_loss(pixel_loss: str) -> None:
+    """Raise a `ValueError` unless `pixel_loss` is one of `PIXEL_LOSSES`."""
+    if pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}.")
+
+
+def check_lpips_net(net: str) -> None:
+    """Raise a `ValueError` unless `net` is one of `LPIPS_NETS`."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"lpips_net must be 'vgg' or 'alex', got {net!r}.")
 
 
 class LPIPSWeightsNotFoundError(FileNotFoundError):
@@ -35,8 +54,7 @@ def ensure_lpips_backbone(net: str) -> str:
     Raises:
         LPIPSWeightsNotFoundError: naming the file and where to put it, when it is missing and cannot be fetched.
     """
-    if net not in LPIPS_BACKBONE_URLS:
-        raise ValueError(f"lpips_net must be one of {sorted(LPIPS_BACKBONE_URLS)}, got {net!r}.")
+    check_lpips_net(net)
     path = lpips_backbone_path(net)
     if os.path.isfile(path):
         return path
@@ -125,8 +143,7 @@ class PixelReconstructionReward(nn.Module):
         chunk_size: int = 16,
     ):
         super().__init__()
-        if pixel_loss not in ("mse", "l1"):
-            raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}.")
+        check_pixel_loss(pixel_loss)
         if lpips_weight > 0 and lpips_model is None:
             raise ValueError("lpips_weight > 0 needs an `lpips_model` (see `build_lpips`), or set lpips_weight=0.")
         self.pixel_loss = pixel_loss
@@ -201,12 +218,32 @@ class PixelReconstructionRewardFunc:
         return self.reward(samples, targets).total[:, 0].tolist()
 
 
+def extra_reward_value(value: Any, name: str) -> float:
+    """One value returned by the extra reward function `name` as a float (`None`: NaN, "does not apply", masked by
+    the caller)."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.item())
+    if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(
+            f"reward function {name!r} returned {value!r}: each value must be a number, or None for a sample the "
+            f"function does not apply to; got {type(value).__name__}."
+        )
+    return float(value)
+
+
 __all__ = [
+    "LPIPS_NETS",
     "LPIPSWeightsNotFoundError",
+    "PIXEL_LOSSES",
     "PixelReconstructionReward",
     "PixelReconstructionRewardFunc",
     "RewardTerms",
     "build_lpips",
+    "check_lpips_net",
+    "check_pixel_loss",
     "ensure_lpips_backbone",
+    "extra_reward_value",
     "lpips_backbone_path",
 ]

@@ -9,6 +9,20 @@ from collections.abc import Callable
 import torch
 
 
+def check_sampling_filters(top_k: int, top_p: float) -> None:
+    """Raise a `ValueError` unless `top_k >= 0` (0 disables it) and `top_p` lies in (0, 1] (1.0 disables it)."""
+    if top_k < 0:
+        raise ValueError(f"`top_k` must be >= 0 (0 disables it), got {top_k}.")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must lie in (0, 1] (1.0 disables it), got {top_p}.")
+
+
+def check_temperature(temperature: float, hint: str = "") -> None:
+    """Raise a `ValueError` (ending with `hint`) unless the sampling `temperature` is > 0."""
+    if temperature <= 0:
+        raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.{hint}")
+
+
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """
     Mask the logits outside the top-k set and outside the top-p nucleus with `-inf`.
@@ -28,10 +42,7 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
         `torch.Tensor` of the same shape and dtype: the filtered logits (a new tensor; the input is not modified), or
         the input object itself when `top_k == 0` and `top_p == 1.0`. Differentiable in the kept entries.
     """
-    if top_k < 0:
-        raise ValueError(f"`top_k` must be >= 0 (0 disables it), got {top_k}.")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must lie in (0, 1] (1.0 disables it), got {top_p}.")
+    check_sampling_filters(top_k, top_p)
     vocab_size = logits.shape[-1]
     remove = None
     if 0 < top_k < vocab_size:
@@ -98,8 +109,7 @@ def sample_tokens(
     """
     if greedy:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}; pass `greedy=True` for argmax.")
+    check_temperature(temperature, hint=" Pass `greedy=True` for argmax.")
     filtered = top_k_top_p_filter(logits.float() / temperature, top_k=top_k, top_p=top_p)
     probs = filtered.softmax(dim=-1)
     ids = torch.multinomial(probs.reshape(-1, probs.shape[-1]), num_samples=1, generator=generator)
@@ -186,6 +196,8 @@ def feed_with_cache(
 
 __all__ = [
     "apply_cfg",
+    "check_sampling_filters",
+    "check_temperature",
     "feed_with_cache",
     "guide_batch",
     "sample_tokens",

@@ -1,8 +1,7 @@
 """VA-π trainer: TRL's GRPOTrainer with teacher-forced sampling and pixel-reconstruction rewards."""
 
-import copy
 import contextlib
-import io
+import copy
 import logging
 import math
 import os
@@ -10,21 +9,25 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+import PIL.Image
 import torch
 from accelerate.utils import gather
-import PIL.Image
 from datasets import Dataset, IterableDataset
-from datasets import Image as ImageFeature
 from tokenizers import Tokenizer, models
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
-from trl.trainer.utils import get_config_model_id
 
+from .batch import StepBatch
+from .callbacks import NonFiniteStepGuard
 from .checkpoints import last_complete_checkpoint
 from .config import VAPiConfig
+from .data import ImageDecodeError, check_dataset_columns, decode_image, defer_image_decoding, describe_image
+from .data import is_encoded_image
 from .dropout import dropout_disabled, eval_mode
+from .image_logging import SampleGridLogger
+from .model_card import model_card_text
 from .objective import (
     ce_prior,
     clipped_surrogate,
@@ -36,26 +39,58 @@ from .objective import (
     sample_groups,
     token_entropy,
 )
-from .rewards import PixelReconstructionReward, PixelReconstructionRewardFunc, build_lpips
+from .policy import check_policy
+from .rewards import PixelReconstructionReward, PixelReconstructionRewardFunc, build_lpips, extra_reward_value
 
 
 logger = logging.getLogger(__name__)
 
 RewardFunc = Callable[..., list[float]]
 
-# Keys of a buffered VA-π step that are not policy condition inputs.
-_STEP_KEYS = frozenset(
-    (
-        "context_ids", "target_ids", "completion_ids", "old_per_token_logps", "advantages", "ref_per_token_logps",
-        "valid",
-    )
-)  # fmt: skip
-
 
 def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
     # GRPOTrainer needs a text tokenizer (it loads one from the model id when none is given, and writes its pad/eos ids
     # into the model config). A one-word vocabulary without special tokens satisfies it and writes no ids.
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unused>": 0}, unk_token="<unused>")))
+
+
+def _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset) -> None:
+    """Raise on arguments `VAPiTrainer` cannot train with, before anything is built: the config type, the policy
+    (`check_policy`) and its image tokenizer, and the datasets' columns."""
+    if not isinstance(args, VAPiConfig):
+        raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
+    if isinstance(model, str):
+        raise TypeError(
+            "VAPiTrainer needs an instantiated policy (e.g. `LlamaGenForClassToImage.from_pretrained(path)`), "
+            f"got the string {model!r}."
+        )
+    if image_tokenizer is None:
+        raise ValueError(
+            "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
+            "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`."
+        )
+    policy = model.get_base_model() if hasattr(model, "get_base_model") else model
+    check_policy(policy)
+    image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
+    condition_columns = tuple(policy.condition_columns)
+    check_dataset_columns(train_dataset, "train_dataset", condition_columns)
+    if eval_dataset is not None:
+        check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
+
+
+def _build_pixel_reward(args: VAPiConfig, lpips_model=None) -> PixelReconstructionReward:
+    """The frozen pixel-reconstruction reward of `args`; LPIPS is built from `args.lpips_net` unless given."""
+    if lpips_model is None and args.lpips_weight > 0:
+        lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
+    if lpips_model is not None:
+        lpips_model = lpips_model.eval().requires_grad_(False)
+    return PixelReconstructionReward(
+        pixel_loss=args.pixel_loss,
+        pixel_weight=args.pixel_weight,
+        lpips_weight=args.lpips_weight,
+        lpips_model=lpips_model,
+        chunk_size=args.decode_chunk_size,
+    )
 
 
 class VAPiTrainer(GRPOTrainer):
@@ -91,11 +126,12 @@ class VAPiTrainer(GRPOTrainer):
 
     Args:
         model ([`~transformers.PreTrainedModel`]):
-            The policy. Its forward takes the condition kwargs and `context_ids` `[B, N−1]` (and `cfg_scale`) and
-            returns `logits` `[B, N, K]` over the codebook, where index t predicts image token t. It exposes
-            `codebook_size`, `num_image_tokens`, `condition_columns` (dataset columns holding the condition, e.g.
-            `("class_label",)`), `prepare_condition(rows, processing_class) -> dict[str, Tensor]` and
-            `drop_condition(condition, drop_mask) -> dict[str, Tensor]` (the null condition, for label dropout).
+            The policy, an [`~vapi_trl.policy.ImageTokenPolicy`] (checked here): its forward takes the condition
+            kwargs and `context_ids` `[B, N−1]` (and `cfg_scale`) and returns `logits` `[B, N, K]` over the codebook,
+            where index t predicts image token t. It exposes `codebook_size`, `num_image_tokens`, `condition_columns`
+            (dataset columns holding the condition, e.g. `("class_label",)`), `prepare_condition(rows,
+            processing_class) -> dict[str, Tensor]` and `drop_condition(condition, drop_mask) -> dict[str, Tensor]`
+            (the null condition, for label dropout).
         args ([`VAPiConfig`]):
             Training configuration; `learning_rate` must be set.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
@@ -152,25 +188,7 @@ class VAPiTrainer(GRPOTrainer):
         lpips_model=None,
         processing_class=None,
     ):
-        if not isinstance(args, VAPiConfig):
-            raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
-        if isinstance(model, str):
-            raise TypeError(
-                "VAPiTrainer needs an instantiated policy (e.g. `LlamaGenForClassToImage.from_pretrained(path)`), "
-                f"got the string {model!r}."
-            )
-        if image_tokenizer is None:
-            raise ValueError(
-                "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
-                "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`."
-            )
-        policy = model.get_base_model() if hasattr(model, "get_base_model") else model
-        image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
-        condition_columns = tuple(getattr(policy, "condition_columns", ("class_label",)))
-        _check_dataset_columns(train_dataset, "train_dataset", condition_columns)
-        if eval_dataset is not None:
-            _check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
-
+        _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset)
         extra_rewards = (
             [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
         )
@@ -181,9 +199,9 @@ class VAPiTrainer(GRPOTrainer):
             )
 
         # Images are decoded by the trainer, so that a corrupt file skips one image instead of killing the run.
-        train_dataset = _defer_image_decoding(train_dataset)
+        train_dataset = defer_image_decoding(train_dataset)
         if eval_dataset is not None:
-            eval_dataset = _defer_image_decoding(eval_dataset)
+            eval_dataset = defer_image_decoding(eval_dataset)
 
         if getattr(model, "generation_config", None) is None:
             model.generation_config = GenerationConfig()  # GRPOTrainer writes pad/eos ids into it
@@ -192,18 +210,7 @@ class VAPiTrainer(GRPOTrainer):
         if args.kl_coef > 0 and peft_config is None and not hasattr(model, "get_base_model"):
             reference = copy.deepcopy(model).eval().requires_grad_(False)
 
-        if lpips_model is None and args.lpips_weight > 0:
-            lpips_model = build_lpips(args.lpips_net, random_backbone=args.lpips_random_backbone)
-        if lpips_model is not None:
-            lpips_model = lpips_model.eval().requires_grad_(False)
-        pixel_reward = PixelReconstructionReward(
-            pixel_loss=args.pixel_loss,
-            pixel_weight=args.pixel_weight,
-            lpips_weight=args.lpips_weight,
-            lpips_model=lpips_model,
-            chunk_size=args.decode_chunk_size,
-        )
-
+        pixel_reward = _build_pixel_reward(args, lpips_model)
         super().__init__(
             model=model,
             reward_funcs=[PixelReconstructionRewardFunc(pixel_reward), *extra_rewards],
@@ -233,11 +240,10 @@ class VAPiTrainer(GRPOTrainer):
         self.ref_model = None
         if args.kl_coef > 0 and reference is not None:
             self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
-        self._image_log = None
-        self._skipped_steps = 0
-        self._consecutive_bad_steps = 0
+        self._sample_grids = SampleGridLogger(args)
         self._skipped_images = 0
-        self.add_callback(_NonFiniteStepGuard(self))
+        self._step_guard = NonFiniteStepGuard(self)
+        self.add_callback(self._step_guard)
 
     # ------------------------------------------------------------------------------------------------------------
     # Sampling, decoding and scoring
@@ -263,17 +269,21 @@ class VAPiTrainer(GRPOTrainer):
         size = self.image_tokenizer.image_size
         images, valid = [], []
         for row in rows:
-            image = _decode_image(row["image"])
-            valid.append(image is not None)
-            if image is None:
+            value = row["image"]
+            try:
+                # Encoded rows (`defer_image_decoding`) are decoded here; decoded images and arrays go to `preprocess`.
+                image = decode_image(value) if is_encoded_image(value) else value
+            except ImageDecodeError as error:
                 self._skipped_images += 1
                 logger.warning(
-                    "Skipping an image that cannot be decoded (%s); %d skipped so far.",
-                    _describe_image(row["image"]),
+                    "Skipping an image that cannot be decoded (%s: %s); %d skipped so far.",
+                    describe_image(value),
+                    error,
                     self._skipped_images,
                 )
-                image = PIL.Image.new("RGB", (size, size))
-            images.append(image)
+                image = None
+            valid.append(image is not None)
+            images.append(PIL.Image.new("RGB", (size, size)) if image is None else image)
         valid = torch.tensor(valid, dtype=torch.bool, device=device)
         with profiling_context(self, "preprocess"):
             pixels = self.image_tokenizer.preprocess(images).to(device)
@@ -300,9 +310,11 @@ class VAPiTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Teacher-forced sampling, decoding, pixel rewards and group advantages for a local generation batch.
 
-        `inputs` holds U·G rows, each image repeated G times in a row (TRL's `RepeatSampler`). The result has ONE row per
-        image: `class_labels` `[U]`, `context_ids` `[U, N−1]`, `target_ids` `[U, N]`, `completion_ids` `[U, G, N]`,
-        `old_per_token_logps` `[U, G, N]`, `advantages` `[U, G]` (and `ref_per_token_logps` with the KL term).
+        `inputs` holds U·G rows, each image repeated G times in a row (TRL's `RepeatSampler`). The result is a
+        [`~vapi_trl.batch.StepBatch`] with ONE row per image, as the flat dict TRL buffers (`StepBatch.to_dict`):
+        `condition.<name>` (e.g. `condition.class_labels` `[U]`), `context_ids` `[U, N−1]`, `target_ids` `[U, N]`,
+        `completion_ids` `[U, G, N]`, `old_per_token_logps` `[U, G, N]`, `advantages` `[U, G]`, `valid` `[U]` (and
+        `ref_per_token_logps` with the KL term).
         """
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -312,43 +324,17 @@ class VAPiTrainer(GRPOTrainer):
                 "would be split. Make per_device_train_batch_size a multiple of num_generations."
             )
         rows = inputs[::num_generations]
-        policy = self.policy
-        device = self.accelerator.device
         args = self.args
 
         target_pixels, target_ids, valid = self._targets(rows)
         condition = self._condition(rows)
-        context_ids = corrupt_context(target_ids, args.context_noise_prob, policy.codebook_size)
-
-        # Sampling runs in eval mode (no dropout of any kind), whatever the loss forward does (issue 12).
-        with (
-            torch.no_grad(),
-            eval_mode(self.model),
-            self.accelerator.autocast(),
-            profiling_context(self, "sampling_forward"),
-        ):
-            logits = self.model(**condition, context_ids=context_ids, cfg_scale=args.cfg_scale).logits
-            if torch.isfinite(logits).all():
-                log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
-            else:
-                # Sampling needs a valid distribution: draw uniformly. The loss pass sees the same non-finite logits,
-                # so the gradients are non-finite and `_NonFiniteStepGuard` skips the optimizer step.
-                logger.warning("The policy produced non-finite logits; this step will be skipped.")
-                log_probs = torch.full_like(logits, -math.log(logits.shape[-1]))
-            completion_ids, old_logps = sample_groups(log_probs, num_generations)
+        context_ids = corrupt_context(target_ids, args.context_noise_prob, self.policy.codebook_size)
+        logits, log_probs, completion_ids, old_logps = self._sample(condition, context_ids, num_generations)
         ref_logps = None
         if args.kl_coef > 0:
             ref_logps = self._reference_log_probs(condition, context_ids, completion_ids)
 
-        # decode_dtype="bfloat16": bf16 autocast for the frozen VQ decode and LPIPS (error measured in
-        # docs/benchmarks.md); rewards come out fp32 either way.
-        bf16_decode = args.decode_dtype == "bfloat16"
-        with profiling_context(self, "vq_decode"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
-            decoded = self.image_tokenizer.decode(completion_ids.flatten(0, 1))
-        decoded = decoded.view(*completion_ids.shape[:2], *decoded.shape[1:])
-        with profiling_context(self, "pixel_reward"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
-            terms = self.pixel_reward(decoded, target_pixels)
-        rewards = self._combine_rewards(terms.total, inputs, decoded, completion_ids)
+        decoded, terms, rewards = self._decode_and_reward(inputs, completion_ids, target_pixels)
         advantages = group_advantages(rewards, std_eps=args.adv_std_eps, clip=args.adv_clip)
         advantages = torch.where(valid[:, None], advantages, torch.zeros_like(advantages))
         if not torch.isfinite(advantages).all():  # the loss, hence the gradients, will be non-finite
@@ -360,21 +346,44 @@ class VAPiTrainer(GRPOTrainer):
             )
 
         self._log_generation_metrics(mode, terms, rewards, advantages, logits, log_probs, target_ids)
-        if mode == "train" and self._should_log_images():
-            self._buffer_images(target_pixels, target_ids, decoded)
+        if mode == "train" and self._sample_grids.is_due(self.state.global_step, self.accelerator.is_main_process):
+            self._sample_grids.buffer(target_pixels, target_ids, decoded, decode=self.image_tokenizer.decode)
 
-        batch = {
-            **condition,
-            "context_ids": context_ids,
-            "target_ids": target_ids,
-            "completion_ids": completion_ids,
-            "old_per_token_logps": old_logps,
-            "advantages": advantages,
-            "valid": valid,
-        }
-        if ref_logps is not None:
-            batch["ref_per_token_logps"] = ref_logps
-        return {key: value.to(device) for key, value in batch.items()}
+        # In `StepBatch` field order: condition, context, targets, samples, their log-probs, advantages, valid, ref.
+        batch = StepBatch(condition, context_ids, target_ids, completion_ids, old_logps, advantages, valid, ref_logps)
+        return batch.to(self.accelerator.device).to_dict()
+
+    @torch.no_grad()
+    def _sample(self, condition: dict[str, torch.Tensor], context_ids: torch.Tensor, num_generations: int):
+        """One teacher-forced no-grad forward for U images and G draws each: `logits` `[U, N, K]`, the filtered
+        `log_probs` `[U, N, K]`, `completion_ids` `[U, G, N]` and their log-probabilities `[U, G, N]`."""
+        # Sampling runs in eval mode (no dropout of any kind), whatever the loss forward does (issue 12).
+        with eval_mode(self.model), self.accelerator.autocast(), profiling_context(self, "sampling_forward"):
+            logits = self.model(**condition, context_ids=context_ids, cfg_scale=self.args.cfg_scale).logits
+            if torch.isfinite(logits).all():
+                log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
+            else:
+                # Sampling needs a valid distribution: draw uniformly. The loss pass sees the same non-finite logits,
+                # so the gradients are non-finite and `NonFiniteStepGuard` skips the optimizer step.
+                logger.warning("The policy produced non-finite logits; this step will be skipped.")
+                log_probs = torch.full_like(logits, -math.log(logits.shape[-1]))
+            completion_ids, old_logps = sample_groups(log_probs, num_generations)
+        return logits, log_probs, completion_ids, old_logps
+
+    def _decode_and_reward(self, inputs, completion_ids: torch.Tensor, target_pixels: torch.Tensor):
+        """Decode the samples `[U, G, N]` to `[U, G, 3, H, W]` and score them: the pixel terms and the total reward
+        `[U, G]` (pixel reward plus the extra reward functions)."""
+        device = self.accelerator.device
+        # decode_dtype="bfloat16": bf16 autocast for the frozen VQ decode and LPIPS (error measured in
+        # docs/benchmarks.md); rewards come out fp32 either way.
+        bf16_decode = self.args.decode_dtype == "bfloat16"
+        with profiling_context(self, "vq_decode"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
+            decoded = self.image_tokenizer.decode(completion_ids.flatten(0, 1))
+        decoded = decoded.view(*completion_ids.shape[:2], *decoded.shape[1:])
+        with profiling_context(self, "pixel_reward"), torch.autocast(device.type, torch.bfloat16, enabled=bf16_decode):
+            terms = self.pixel_reward(decoded, target_pixels)
+        rewards = self._combine_rewards(terms.total, inputs, decoded, completion_ids)
+        return decoded, terms, rewards
 
     @torch.no_grad()
     def _reference_log_probs(self, condition, context_ids, completion_ids) -> torch.Tensor:
@@ -408,7 +417,7 @@ class VAPiTrainer(GRPOTrainer):
                 raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(inputs)} samples.")
             # TRL's convention (GRPOTrainer turns `None` into NaN and sums with `nansum`): `None` or NaN means "does
             # not apply to this sample" and adds nothing; ±inf is a fault, which skips the step.
-            values = torch.tensor([_reward_value(v, name) for v in values], device=total.device)
+            values = torch.tensor([extra_reward_value(v, name) for v in values], device=total.device)
             applies = ~torch.isnan(values)
             self._metrics["train" if self.model.training else "eval"][f"rewards/{name}/mean"].append(
                 gather(values).nanmean().item()
@@ -440,26 +449,29 @@ class VAPiTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One policy forward per image for all its G samples: clipped surrogate + ce_coef·CE (+ kl_coef·KL)."""
+        """One policy forward per image for all its G samples: clipped surrogate + ce_coef·CE (+ kl_coef·KL).
+
+        `inputs` is a (micro-batch slice of a) flat `StepBatch` dict; only its `condition.*` tensors reach the policy
+        as condition kwargs."""
         args = self.args
         mode = "train" if self.model.training else "eval"
-        condition = {key: value for key, value in inputs.items() if key not in _STEP_KEYS}
+        batch = StepBatch.from_dict(inputs)
+        condition, context_ids = batch.condition, batch.context_ids
         train_forward = args.loss_forward_mode == "train"
         if mode == "train" and train_forward and args.label_dropout > 0:
             # One draw per image: the G samples of an image share its loss forward, hence its condition.
-            drop = torch.rand(inputs["context_ids"].shape[0], device=inputs["context_ids"].device) < args.label_dropout
+            drop = torch.rand(context_ids.shape[0], device=context_ids.device) < args.label_dropout
             condition = self.policy.drop_condition(condition, drop)
         # "train": the policy's own dropout is live (the model is in train mode under `Trainer.train`); one dropout
         # mask per image serves its G samples, with the same expected gradient as the official G independent masks.
         with contextlib.nullcontext() if train_forward else dropout_disabled(model):
-            logits = model(**condition, context_ids=inputs["context_ids"], cfg_scale=args.cfg_scale).logits
+            logits = model(**condition, context_ids=context_ids, cfg_scale=args.cfg_scale).logits
         log_probs = filtered_log_probs(logits, self.temperature, self.top_k, self.top_p)
-        new_logps = gather_sample_log_probs(log_probs, inputs["completion_ids"])
-        old_logps, advantages, target_ids = inputs["old_per_token_logps"], inputs["advantages"], inputs["target_ids"]
-        ref_logps = inputs.get("ref_per_token_logps")
-        valid = inputs.get("valid")
-        none_valid = valid is not None and not valid.any()
-        if valid is not None and not valid.all() and not none_valid:
+        new_logps = gather_sample_log_probs(log_probs, batch.completion_ids)
+        old_logps, advantages, target_ids = batch.old_per_token_logps, batch.advantages, batch.target_ids
+        ref_logps, valid = batch.ref_per_token_logps, batch.valid
+        none_valid = not valid.any()
+        if not valid.all() and not none_valid:
             # Images that failed to decode have stand-in targets: their groups leave the surrogate's numerator AND
             # its denominator, and the prior.
             logits, new_logps, old_logps = logits[valid], new_logps[valid], old_logps[valid]
@@ -510,251 +522,29 @@ class VAPiTrainer(GRPOTrainer):
     # Image logging and model card
     # ------------------------------------------------------------------------------------------------------------
 
-    def _image_backends(self) -> list[str]:
-        report_to = self.args.report_to or []
-        return [name for name in ("tensorboard", "wandb", "trackio") if name in report_to]
-
-    def _should_log_images(self) -> bool:
-        if self.args.num_images_to_log <= 0 or not self.accelerator.is_main_process or not self._image_backends():
-            return False
-        logging_steps = max(int(self.args.logging_steps), 1) if self.args.logging_steps >= 1 else 1
-        return (self.state.global_step + 1) % logging_steps == 0 or self.state.global_step == 0
-
-    @torch.no_grad()
-    def _buffer_images(self, target_pixels, target_ids, decoded):
-        """Keep a grid of rows `ground truth | VQ reconstruction | samples` for the next `log` call."""
-        from torchvision.utils import make_grid
-
-        count = min(self.args.num_images_to_log, target_pixels.shape[0])
-        reconstruction = self.image_tokenizer.decode(target_ids[:count])
-        samples = decoded[:count, : min(decoded.shape[1], 6)]
-        rows = torch.cat([target_pixels[:count, None], reconstruction[:, None], samples], dim=1)
-        grid = make_grid(
-            rows.flatten(0, 1).float().clamp(-1, 1), nrow=rows.shape[1], normalize=True, value_range=(-1, 1)
-        )
-        self._image_log = grid.cpu()
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`GRPOTrainer.log`, with the skipped-step and skipped-image counts in training, then the buffered sample
+        grid (`SampleGridLogger`)."""
         if self.model.training:
-            logs["skipped_steps"] = self._skipped_steps
+            logs["skipped_steps"] = self._step_guard.skipped_steps
             logs["skipped_images"] = self._skipped_images
         super().log(logs, start_time)
-        if self._image_log is None or not self.accelerator.is_main_process:
-            return
-        grid, self._image_log = self._image_log, None
-        caption = "ground truth | VQ reconstruction | teacher-forced samples"
-        for backend in self._image_backends():
-            if backend == "tensorboard":
-                from transformers.integrations import TensorBoardCallback
-
-                for callback in self.callback_handler.callbacks:
-                    if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
-                        callback.tb_writer.add_image("train/samples", grid, self.state.global_step)
-                        callback.tb_writer.flush()
-            elif backend == "wandb":
-                import wandb
-
-                if wandb.run is not None:
-                    wandb.log({"train/samples": wandb.Image(grid, caption=caption)}, step=self.state.global_step)
-            elif backend == "trackio":
-                import trackio
-
-                trackio.log({"train/samples": trackio.Image(grid.permute(1, 2, 0).numpy(), caption=caption)})
+        if self.accelerator.is_main_process:
+            self._sample_grids.write(self.state.global_step, self.callback_handler.callbacks)
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ) -> None:
-        """Write a `README.md` model card for the aligned policy to `args.output_dir`."""
+        """Write a `README.md` model card for the aligned policy to `args.output_dir` (see `model_card_text`)."""
         if not self.is_world_process_zero():
             return
-        from huggingface_hub import ModelCard, ModelCardData
+        from huggingface_hub import ModelCard
 
-        base_model = get_config_model_id(self.policy.config)
-        base_model = base_model if base_model and not os.path.isdir(base_model) else None
         tag_set = set(self._tag_names) | ({tags} if isinstance(tags, str) else set(tags or []))
-        args = self.args
-        # Prompt-conditioned policies (condition column `prompt`) are text-to-image; class-conditional ones are not.
-        text_to_image = "prompt" in tuple(getattr(self.policy, "condition_columns", ()))
-        card_data = ModelCardData(
-            base_model=base_model,
-            tags=sorted(tag_set),
-            pipeline_tag="text-to-image" if text_to_image else "unconditional-image-generation",
-            library_name="transformers",
-            datasets=[dataset_name] if dataset_name else None,
+        content = model_card_text(
+            self.policy, self.args, self.state, self._paper, sorted(tag_set), model_name, dataset_name
         )
-        title = model_name or os.path.basename(os.path.normpath(args.output_dir))
-        origin = f", starting from `{base_model}`" if base_model else ""
-        paper = f"[{self._paper['title']}](https://huggingface.co/papers/{self._paper['id']})"
-        reward = f"−({args.pixel_weight}·{args.pixel_loss.upper()} + {args.lpips_weight}·LPIPS-{args.lpips_net})"
-        lines = [
-            "---",
-            card_data.to_yaml(),
-            "---",
-            "",
-            f"# {title}",
-            "",
-            f"This autoregressive image generator was post-trained with **VA-π** ({paper}) using vapi-trl{origin}.",
-            "It generates image tokens: decode them with the same frozen VQ image tokenizer as the base model"
-            + (
-                " (the `vqmodel` inside this checkpoint)."
-                if hasattr(getattr(self.policy, "model", None), "vqmodel")
-                else ", which this checkpoint does not contain."
-            ),
-            "",
-            "## Training recipe",
-            "",
-            "| setting | value |",
-            "|---|---|",
-            f"| samples per image G | {args.num_generations} |",
-            f"| context noise ξ | {args.context_noise_prob} |",
-            f"| CE prior weight β | {args.ce_coef} |",
-            f"| clip ε | {args.epsilon} |",
-            f"| reward | {reward} |",
-            f"| learning rate | {args.learning_rate} |",
-            f"| optimizer steps | {self.state.global_step} |",
-            *([f"| dataset | {dataset_name} |"] if dataset_name else []),
-            "",
-            *_final_metrics_lines(self.state.log_history),
-            "## Citation",
-            "",
-            "```bibtex",
-            self._paper["citation"],
-            "```",
-            "",
-        ]
-        content = "\n".join(lines)
-        ModelCard(content).save(os.path.join(args.output_dir, "README.md"))
-
-
-def _final_metrics_lines(log_history: list[dict[str, float]]) -> list[str]:
-    """Model-card table of the last logged value of the main training metrics (empty before any logging)."""
-    keys = ("reward", "mse", "l1", "lpips", "ce", "policy_loss", "token_accuracy", "train_loss")
-    last = {key: entry[key] for entry in log_history for key in keys if key in entry}
-    if not last:
-        return []
-    return [
-        "## Final training metrics",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {key} | {last[key]:.4g} |" for key in keys if key in last],
-        "",
-    ]
-
-
-def _reward_value(value: Any, name: str) -> float:
-    """One value returned by an extra reward function as a float (`None`: NaN, "does not apply", masked by caller)."""
-    if value is None:
-        return float("nan")
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.item())
-    if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(
-            f"reward function {name!r} returned {value!r}: each value must be a number, or None for a sample the "
-            f"function does not apply to; got {type(value).__name__}."
-        )
-    return float(value)
-
-
-class _NonFiniteStepGuard(TrainerCallback):
-    """Skips optimizer steps whose gradients are not finite, so that weights and optimizer state never see NaN.
-
-    Runs between gradient clipping and `optimizer.step()`. Setting every gradient to None makes AdamW leave the
-    parameters and its moments untouched. The decision is made on all processes' flags, so ranks stay in step. FSDP2
-    gradients are sharded DTensors: each rank checks its local shard. Under DeepSpeed the step has already run inside
-    `accelerator.backward` (`engine.step()`), on gradients partitioned across ranks (`p.grad` is None): DeepSpeed's
-    ZeRO optimizers skip a step whose gradient norm is not finite themselves (bf16 `check_grad_overflow`, on by
-    default, and the grad-norm check under clipping), agreed across ranks, and `engine.was_step_applied()` says so;
-    the guard counts those steps and stops the run in the same way.
-    """
-
-    def __init__(self, trainer: "VAPiTrainer"):
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        if trainer.is_deepspeed_enabled:
-            bad = not trainer.model_wrapped.was_step_applied()
-        else:
-            grads = [_local_shard(p.grad) for p in trainer.model.parameters() if p.grad is not None]
-            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
-            bad = gather(finite.logical_not().float().reshape(1).to(trainer.accelerator.device)).sum().item() > 0
-        if not bad:
-            trainer._consecutive_bad_steps = 0
-            return
-        if not trainer.is_deepspeed_enabled:
-            trainer.optimizer.zero_grad(set_to_none=True)
-        trainer._skipped_steps += 1
-        trainer._consecutive_bad_steps += 1
-        logger.warning(
-            "Skipped optimizer step %d: non-finite gradients (from a non-finite reward, loss or logit). %d "
-            "consecutive, %d in total.",
-            state.global_step + 1,
-            trainer._consecutive_bad_steps,
-            trainer._skipped_steps,
-        )
-        if trainer._consecutive_bad_steps >= args.max_consecutive_bad_steps:
-            raise RuntimeError(
-                f"{trainer._consecutive_bad_steps} consecutive optimizer steps had non-finite gradients "
-                f"(max_consecutive_bad_steps={args.max_consecutive_bad_steps}); the weights are those of step "
-                f"{state.global_step}. Check the data and rewards for NaN/inf, lower the learning rate, or train in "
-                "fp32; resume from the last checkpoint with resume_from_checkpoint=True."
-            )
-
-
-def _local_shard(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's part of a (possibly FSDP2-sharded DTensor) gradient."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
-
-
-def _defer_image_decoding(dataset):
-    """Cast an `Image` column to `decode=False`, so that rows carry the encoded bytes/path and the trainer decodes."""
-    if isinstance(dataset, dict):
-        return {key: _defer_image_decoding(value) for key, value in dataset.items()}
-    features = getattr(dataset, "features", None)
-    if features is not None and isinstance(features.get("image"), ImageFeature) and features["image"].decode:
-        return dataset.cast_column("image", ImageFeature(decode=False))
-    return dataset
-
-
-def _decode_image(value):
-    """A decoded image, or None when an encoded image (bytes or path) cannot be decoded. Other values pass through."""
-    if isinstance(value, dict) and ("bytes" in value or "path" in value):
-        try:
-            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-            image = PIL.Image.open(source)
-            image.load()  # truncated files only fail here
-            return image
-        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
-            return None
-    return value
-
-
-def _describe_image(value) -> str:
-    if isinstance(value, dict):
-        return f"path={value.get('path')!r}" if value.get("path") else f"{len(value.get('bytes') or b'')} bytes"
-    return type(value).__name__
-
-
-def _check_dataset_columns(dataset, name: str, condition_columns: tuple[str, ...]) -> None:
-    if isinstance(dataset, dict):
-        for key, value in dataset.items():
-            _check_dataset_columns(value, f"{name}[{key!r}]", condition_columns)
-        return
-    if not isinstance(dataset, (Dataset, IterableDataset)):
-        raise TypeError(f"{name} must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
-    columns = dataset.column_names
-    if columns is None:  # an IterableDataset with unknown features is checked at the first batch
-        return
-    missing = [column for column in ("image", *condition_columns) if column not in columns]
-    if missing:
-        raise ValueError(
-            f"{name} is missing the column(s) {missing} (it has {columns}). VA-π needs `image` (the training image) "
-            f"and the policy's condition column(s) {list(condition_columns)}; rename yours with "
-            "`dataset.rename_column(old, new)`."
-        )
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError(f"{name} is empty.")
+        ModelCard(content).save(os.path.join(self.args.output_dir, "README.md"))
 
 
 __all__ = ["VAPiTrainer"]

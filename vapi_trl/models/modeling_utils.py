@@ -1,12 +1,34 @@
-"""Pieces shared by the policy families: strict loading, sizes and checks of image-token policies, and the
-class-condition interface of VAPiTrainer."""
+"""Pieces shared by the policy families: the teacher-forced output, strict loading (`from_pretrained` and the
+converters' state dicts), the converters' one reader of official checkpoints, sizes and checks of image-token
+policies, and the class-condition interface of VAPiTrainer."""
 
+import argparse
 import math
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import GenerationConfig
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class ImageTokenLogitsOutput(ModelOutput):
+    """
+    Output of a teacher-forced policy forward (`LlamaGenForClassToImage`, `LlamaGenForTextToImage`,
+    `JanusForImageGeneration`, `VARForClassToImage`).
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, codebook_size)`):
+            fp32 scores over the codebook; index `t` predicts image token `t` (for VAR, flat token t of scale k(t),
+            from the condition and the scales before k(t)). Guided when `cfg_scale != 1`.
+    """
+
+    logits: torch.FloatTensor | None = None
 
 
 class StrictLoadingMixin:
@@ -94,6 +116,127 @@ def torch_load_failure_reason(error: BaseException) -> str:
     return type(error).__name__
 
 
+# What `torch.load(weights_only=True)` raises on a truncated, corrupt or non-checkpoint file.
+_TORCH_LOAD_ERRORS = (
+    pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
+)  # fmt: skip
+# Prefixes of wrapped models' parameter names: DDP (`module.`) and `torch.compile` (`_orig_mod.`).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_official_state_dict(
+    path: str | os.PathLike, state_dict_keys: Sequence[str], expected_file: str
+) -> dict[str, torch.Tensor]:
+    """
+    Read an official PyTorch checkpoint and return its flat state dict (name -> tensor, on CPU): the one reader of
+    the converters.
+
+    The file is read with `torch.load(weights_only=True)` (memory-mapped when it is a zip archive); only
+    `argparse.Namespace` (the `"args"` entry of DDP training checkpoints) is allowed beyond tensors and containers. It
+    may be a raw state dict or a training checkpoint whose first entry among `state_dict_keys` holds it. `module.`
+    (DDP) and `_orig_mod.` (`torch.compile`) prefixes are stripped.
+
+    Args:
+        path: the file.
+        state_dict_keys (`Sequence[str]`): entries of a training checkpoint that may hold the state dict, in order.
+        expected_file (`str`): what to pass instead, for the error message (e.g. "the official VAR file (var_d16.pth)").
+
+    Raises:
+        `FileNotFoundError` if `path` is not a file; `ValueError` naming the file if it is truncated, corrupt, not a
+        PyTorch checkpoint, pickles custom classes, or holds no state dict of tensors.
+    """
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except _TORCH_LOAD_ERRORS as error:
+        raise ValueError(
+            f"{path!r} is not a PyTorch checkpoint that can be read safely (torch.load(weights_only=True) failed: "
+            f"{torch_load_failure_reason(error)}): the file is truncated, corrupt, not a checkpoint, or pickles custom "
+            f"classes. Pass {expected_file}, downloaded again if it is incomplete."
+        ) from error
+    state_dict = obj if _is_state_dict(obj) else None
+    for key in state_dict_keys if state_dict is None and isinstance(obj, Mapping) else ():
+        if _is_state_dict(obj.get(key)):
+            state_dict = obj[key]
+            break
+    if state_dict is None:
+        found = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError(
+            f"{path!r} does not hold a state dict of tensors (found: {found}): expected a dict of tensors or a dict "
+            f"with one under {list(state_dict_keys)}."
+        )
+    result = {}
+    for name, tensor in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.removeprefix(prefix)
+        result[name] = tensor
+    return result
+
+
+def format_keys(keys: Sequence[str], limit: int = 20) -> str:
+    """The sorted `keys` as one comma-separated string, the first `limit` of them and a count of the rest."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, hint: str = ""
+) -> None:
+    """
+    `model.load_state_dict(state_dict, strict=True, assign=True)` with one `ValueError` listing every missing,
+    unexpected and mis-shaped key (named after `what`, followed by `hint`) instead of PyTorch's first failure: the one
+    strict loader of the converters (`StrictLoadingMixin` is its `from_pretrained` counterpart).
+    """
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    mismatched = [
+        f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(expected[name].shape)}"
+        for name in expected
+        if name in state_dict and tuple(state_dict[name].shape) != tuple(expected[name].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"The {what} checkpoint does not match the model architecture."]
+        if missing:
+            lines.append(f"Missing keys ({len(missing)}): {format_keys(missing)}")
+        if unexpected:
+            lines.append(f"Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}")
+        if mismatched:
+            lines.append(f"Shape mismatches ({len(mismatched)}): {format_keys(mismatched, limit=8)}")
+        if hint:
+            lines.append(hint)
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if on_meta:
+        raise ValueError(f"The {what} model still has uninitialised tensors after loading: {format_keys(on_meta)}.")
+
+
+def check_reloaded_state_dict(
+    expected: Mapping[str, torch.Tensor], reloaded: Mapping[str, torch.Tensor], path: str
+) -> None:
+    """Raise a `RuntimeError` naming the tensors that a save of `expected` reloaded from `path` lost, changed or added
+    (the converters' check of what they wrote)."""
+    changed = [
+        name for name in expected if name not in reloaded or not torch.equal(expected[name], reloaded[name].cpu())
+    ]
+    added = [name for name in reloaded if name not in expected]
+    if changed or added:
+        raise RuntimeError(
+            f"Reloading {path!r} changed {len(changed)} tensors and added {len(added)}: {format_keys(changed + added)}."
+        )
+
+
 def class_label_value(value: Any) -> int:
     """
     A dataset's class label as an `int`. Integers (Python, numpy, 0-dim tensors) and integral floats (`3.0`, as
@@ -115,7 +258,6 @@ def class_label_value(value: Any) -> int:
             )
         value = int(value)
     return value
-
 
 
 class ConditionDropout(nn.Dropout):
@@ -180,4 +322,15 @@ class ClassConditionMixin:
         return {"class_labels": torch.where(drop.to(labels.device), self.uncond(labels), labels)}
 
 
-__all__ = ["ClassConditionMixin", "ConditionDropout", "ImageTokenPolicyMixin", "StrictLoadingMixin", "check_context_ids"]
+__all__ = [
+    "ClassConditionMixin",
+    "ConditionDropout",
+    "ImageTokenLogitsOutput",
+    "ImageTokenPolicyMixin",
+    "StrictLoadingMixin",
+    "check_context_ids",
+    "check_reloaded_state_dict",
+    "format_keys",
+    "load_state_dict_strict",
+    "read_official_state_dict",
+]

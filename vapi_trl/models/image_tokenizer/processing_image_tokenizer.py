@@ -92,6 +92,28 @@ def checked_image_size(image_processor: Any, image_size: int | None) -> int:
     return crop[0]
 
 
+def sizes_from_vq_model(vq_model: Any, vq_class: type, **sizes: tuple[Any, str]) -> dict[str, Any]:
+    """
+    The sizes of an image tokenizer: each `name=(value, config_attribute)` is `value` when given, else read from
+    `vq_model.config.<config_attribute>`.
+
+    Raises:
+        `TypeError` when `vq_model` is not a `vq_class`; `ValueError` when a size is neither given nor readable.
+    """
+    if vq_model is not None and not isinstance(vq_model, vq_class):
+        raise TypeError(f"`vq_model` must be a `{vq_class.__name__}`, got {type(vq_model).__name__}.")
+    resolved = {
+        name: getattr(vq_model.config, attribute) if value is None and vq_model is not None else value
+        for name, (value, attribute) in sizes.items()
+    }
+    if any(value is None for value in resolved.values()):
+        raise ValueError(
+            f"{' and '.join(f'`{name}`' for name in sizes)} are required when no `vq_model` is given (they are read "
+            "from its config otherwise)."
+        )
+    return resolved
+
+
 def check_decode_chunk_size(decode_chunk_size: Any) -> None:
     """Raise a `ValueError` unless `decode_chunk_size` is a positive int."""
     if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
@@ -173,19 +195,12 @@ class ImageTokenizerProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> None:
         image_size = checked_image_size(image_processor, image_size)
-        if vq_model is not None:
-            if not isinstance(vq_model, JanusVQVAE):
-                raise TypeError(f"`vq_model` must be a transformers `JanusVQVAE`, got {type(vq_model).__name__}.")
-            codebook_size = vq_model.config.num_embeddings if codebook_size is None else codebook_size
-            grid_size = vq_model.config.num_patches if grid_size is None else grid_size
-        if codebook_size is None or grid_size is None:
-            raise ValueError(
-                "`codebook_size` and `grid_size` are required when no `vq_model` is given (they are read from its "
-                "config otherwise)."
-            )
+        sizes = sizes_from_vq_model(
+            vq_model, JanusVQVAE, codebook_size=(codebook_size, "num_embeddings"), grid_size=(grid_size, "num_patches")
+        )
         check_decode_chunk_size(decode_chunk_size)
-        self.codebook_size = int(codebook_size)
-        self.grid_size = int(grid_size)
+        self.codebook_size = int(sizes["codebook_size"])
+        self.grid_size = int(sizes["grid_size"])
         self.image_size = int(image_size)
         self.decode_chunk_size = decode_chunk_size
         self.vq_model: JanusVQVAE | None = None
@@ -597,5 +612,6 @@ __all__ = [
     "check_decode_chunk_size",
     "checked_image_size",
     "make_image_processor",
+    "sizes_from_vq_model",
     "vq_downsample_factor",
 ]

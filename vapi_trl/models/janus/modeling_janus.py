@@ -26,30 +26,19 @@ trainable. It gets no gradient through the text head (never used here), only thr
 text generation from the aligned checkpoint then uses the updated embeddings as its output head.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration
-from transformers.utils import ModelOutput
 
 from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
-from ..modeling_utils import check_context_ids
+from ..modeling_utils import ImageTokenLogitsOutput, check_context_ids
 from .processing_janus import janus_special_token_ids, tokenize_janus_prompts
 
 
-@dataclass
-class JanusImageGenerationOutput(ModelOutput):
-    """
-    Output of `JanusForImageGeneration.forward` in teacher-forced mode.
-
-    Args:
-        logits (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, codebook_size)`):
-            fp32 scores over the VQ codebook; index `t` predicts image token `t`. Guided when `cfg_scale != 1`.
-    """
-
-    logits: torch.FloatTensor | None = None
+# The shared logits-only output; the family name is kept for code that imports it.
+JanusImageGenerationOutput = ImageTokenLogitsOutput
 
 
 class JanusForImageGeneration(JanusForConditionalGeneration):

@@ -6,6 +6,15 @@ from typing import Any, ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig, PreTrainedConfig
 
+from ..configuration_utils import check_transformer_sizes
+
+
+# Fields that must be positive integers (`validate_architecture`).
+_POSITIVE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "intermediate_size", "multiple_of", "block_size", "num_classes", "cls_token_num",
+)  # fmt: skip
+
 
 # Official `GPT_models` presets: (n_layer, n_head, dim). FFN width derives from `dim` as in `FeedForward`.
 LLAMAGEN_PRESETS: dict[str, dict[str, int]] = {
@@ -138,15 +147,7 @@ class LlamaGenConfig(PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         """Part of `@strict`-powered validation: checks the shape constraints of the backbone and the grid."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                     "intermediate_size", "multiple_of", "block_size", "num_classes", "cls_token_num"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads}); pick a head count that divides the width."
-            )
+        check_transformer_sizes(self, _POSITIVE_FIELDS)
         if self.head_dim % 4:
             raise ValueError(
                 f"The head dimension `hidden_size / num_attention_heads` ({self.head_dim}) must be a multiple of 4: "

@@ -32,18 +32,15 @@ convert_llamagen_checkpoints("out", gpt_ckpt="c2i_XXL_384.pt", vq_ckpt="vq_ds16_
 
 from __future__ import annotations
 
-import argparse
 import os
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import JanusVQVAE, JanusVQVAEConfig
 
-from ..modeling_utils import torch_load_failure_reason
+from ..modeling_utils import check_reloaded_state_dict, load_state_dict_strict, read_official_state_dict
 from .configuration_llamagen import LlamaGenConfig
 from .modeling_llamagen import LlamaGenForClassToImage, LlamaGenForTextToImage, permute_interleaved_to_half
 
@@ -93,19 +90,10 @@ _VQ_RENAMES: list[tuple[str, str]] = [
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-# What `torch.load(weights_only=True)` raises on a truncated, corrupt or non-checkpoint file.
-_TORCH_LOAD_ERRORS = (
-    pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
-)  # fmt: skip
-
-
 def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
-    Read an official LlamaGen `.pt` file and return its flat state dict (name -> tensor, on CPU).
+    Read an official LlamaGen `.pt` file and return its flat state dict (name -> tensor, on CPU), with
+    `read_official_state_dict`.
 
     Accepts a raw state dict (FSDP files: `c2i_XXL_384.pt`, `c2i_3B_384.pt`, VA-π outputs) or a training checkpoint
     whose `"model"`, `"module"`, `"state_dict"` or `"ema"` entry holds it (DDP files: `c2i_B_256.pt` ... and the VQ
@@ -115,48 +103,8 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         `FileNotFoundError` if `path` is not a file; `ValueError` if the file cannot be read with
         `weights_only=True` or holds no state dict.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
-    try:
-        # DDP checkpoints pickle the training `argparse.Namespace` under "args"; allow that class and nothing else.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_can_mmap(path))
-    except _TORCH_LOAD_ERRORS as error:
-        raise ValueError(
-            f"{path!r} is not a PyTorch checkpoint that can be read safely (torch.load(weights_only=True) failed: "
-            f"{torch_load_failure_reason(error)}): the file is truncated, corrupt, or not a checkpoint. Pass the "
-            "official LlamaGen `.pt` file (e.g. c2i_XXL_384.pt or vq_ds16_c2i.pt); files that pickle custom classes "
-            "are not supported."
-        ) from error
-    state_dict = None
-    if _is_state_dict(obj):
-        state_dict = obj
-    elif isinstance(obj, Mapping):
-        for key in _STATE_DICT_KEYS:
-            if _is_state_dict(obj.get(key)):
-                state_dict = obj[key]
-                break
-    if state_dict is None:
-        found = sorted(map(str, obj.keys()))[:10] if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(
-            f"{path!r} holds no state dict: expected a dict of tensors or a dict with one under "
-            f"{list(_STATE_DICT_KEYS)}, found {found}."
-        )
-    result = {}
-    for name, tensor in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
-        result[name] = tensor
-    return result
-
-
-def _can_mmap(path: str) -> bool:
-    # mmap avoids a second copy of multi-GB files but only works on the zip serialization (torch >= 1.6 default).
-    import zipfile
-
-    return zipfile.is_zipfile(path)
+    expected = "the official LlamaGen `.pt` file (e.g. c2i_XXL_384.pt or vq_ds16_c2i.pt)"
+    return read_official_state_dict(path, _STATE_DICT_KEYS, expected)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -330,44 +278,6 @@ def text_to_image_overrides(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _format_keys(keys: Sequence[str], limit: int = 20) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_state_dict_strict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, hint: str = ""
-) -> None:
-    """
-    `model.load_state_dict(state_dict, strict=True, assign=True)` with one `ValueError` listing every missing,
-    unexpected and mis-shaped key (named after `what`, followed by `hint`) instead of PyTorch's first failure.
-    """
-    expected = model.state_dict()
-    missing = [name for name in expected if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in expected]
-    mismatched = [
-        f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(expected[name].shape)}"
-        for name in expected
-        if name in state_dict and tuple(state_dict[name].shape) != tuple(expected[name].shape)
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"The {what} checkpoint does not match the model architecture."]
-        if missing:
-            lines.append(f"Missing keys ({len(missing)}): {_format_keys(missing)}")
-        if unexpected:
-            lines.append(f"Unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
-        if mismatched:
-            lines.append(f"Shape mismatches ({len(mismatched)}): {_format_keys(mismatched, limit=8)}")
-        if hint:
-            lines.append(hint)
-        raise ValueError("\n".join(lines))
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
-    if on_meta:
-        raise ValueError(f"The {what} model still has uninitialised tensors after loading: {_format_keys(on_meta)}.")
-
-
 def _cast(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     if dtype is None:
         return dict(state_dict)
@@ -506,7 +416,7 @@ def convert_llamagen_checkpoints(
         model.save_pretrained(path)
         if verify:
             reloaded = type(model).from_pretrained(path, dtype=dtype or "auto")
-            _check_same(model.state_dict(), reloaded.state_dict(), path)
+            check_reloaded_state_dict(model.state_dict(), reloaded.state_dict(), path)
             del reloaded
         del model
         written["policy"] = path
@@ -517,15 +427,9 @@ def convert_llamagen_checkpoints(
         processor.save_pretrained(path)
         if verify:
             reloaded = ImageTokenizerProcessor.from_pretrained(path)
-            _check_same(processor.vq_model.state_dict(), reloaded.vq_model.state_dict(), path)
+            check_reloaded_state_dict(processor.vq_model.state_dict(), reloaded.vq_model.state_dict(), path)
         written["image_tokenizer"] = path
     return written
-
-
-def _check_same(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], path: str) -> None:
-    different = [name for name in expected if name not in actual or not torch.equal(expected[name], actual[name])]
-    if different:
-        raise RuntimeError(f"Reloading {path!r} changed {len(different)} tensors: {_format_keys(different)}.")
 
 
 __all__ = [

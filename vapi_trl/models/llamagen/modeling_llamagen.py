@@ -13,7 +13,6 @@ the attention output, `ffn_dropout_p` on the SwiGLU output, `attn_dropout_p` on 
 `class_dropout_prob` on the condition. No parameter is added: checkpoints keep the same keys.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,12 +20,12 @@ from torch import nn
 from transformers import DynamicCache, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP
-from transformers.utils import ModelOutput
 
 from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
 from ..modeling_utils import (
     ClassConditionMixin,
     ConditionDropout,
+    ImageTokenLogitsOutput,
     ImageTokenPolicyMixin,
     StrictLoadingMixin,
     check_context_ids,
@@ -144,17 +143,8 @@ class LlamaGenMLP(LlamaMLP):
         return self.ffn_dropout(super().forward(x))
 
 
-@dataclass
-class LlamaGenOutput(ModelOutput):
-    """
-    Output of `LlamaGenForClassToImage.forward`.
-
-    Args:
-        logits (`torch.FloatTensor` of shape `(batch_size, num_positions, vocab_size)`):
-            fp32 scores over the codebook; index `t` predicts image token `t`. Guided when `cfg_scale != 1`.
-    """
-
-    logits: torch.FloatTensor | None = None
+# The shared logits-only output; the family name is kept for code that imports it.
+LlamaGenOutput = ImageTokenLogitsOutput
 
 
 class LlamaGenPreTrainedModel(StrictLoadingMixin, PreTrainedModel):

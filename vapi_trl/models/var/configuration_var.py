@@ -5,6 +5,8 @@ from typing import Any, ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from ..configuration_utils import check_transformer_sizes
+
 # Official 256-px token pyramid: 10 scales, L = 680 tokens.
 VAR_PATCH_NUMS_256: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -221,21 +223,8 @@ class VARConfig(PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         """Checks widths, heads and the scale list."""
-        for name in (
-            "vocab_size",
-            "vae_embed_dim",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_classes",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads})."
-            )
+        positive = ("vocab_size", "vae_embed_dim", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        check_transformer_sizes(self, (*positive, "num_classes"))
         _check_patch_nums(self.patch_nums)
         if not 0.0 <= self.cond_drop_rate < 1.0:
             raise ValueError(f"`cond_drop_rate` must lie in [0, 1), got {self.cond_drop_rate}.")

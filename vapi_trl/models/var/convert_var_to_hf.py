@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..modeling_utils import torch_load_failure_reason
+from ..modeling_utils import check_reloaded_state_dict, load_state_dict_strict, read_official_state_dict
 from .configuration_var import VAR_PATCH_NUMS_256, VARConfig, VARVQVAEConfig
 from .modeling_var import VARForClassToImage, block_causal_mask, scale_levels
 from .modeling_var_vqvae import VARVQVAE
@@ -49,41 +47,20 @@ _STATE_DICT_KEYS = ("model", "module", "state_dict", "var_wo_ddp", "vae_wo_ddp")
 _ZERO_K_BIAS = re.compile(r"^blocks\.\d+\.attn\.zero_k_bias$")
 
 
-# What `torch.load(weights_only=True)` raises on a truncated, corrupt or non-checkpoint file.
-_TORCH_LOAD_ERRORS = (
-    pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError, IndexError,
-)  # fmt: skip
-
-
 def load_official_state_dict(path: str | os.PathLike, what: str = "VAR") -> dict[str, torch.Tensor]:
     """
-    Read an official `.pth` with `torch.load(weights_only=True)`; unwraps `model`/`module`/`state_dict` entries.
+    Read an official `.pth` (its flat state dict, on CPU) with `read_official_state_dict`; unwraps
+    `model`/`module`/`state_dict`/`var_wo_ddp`/`vae_wo_ddp` entries.
 
     Raises:
         `FileNotFoundError` if `path` is not a file; `ValueError` naming the file if it is truncated, corrupt, not a
         PyTorch checkpoint, or holds no state dict of tensors.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except _TORCH_LOAD_ERRORS as error:
-        raise ValueError(
-            f"{path!r} is not a PyTorch checkpoint that can be read safely ({torch_load_failure_reason(error)}): the "
-            f"file is truncated, corrupt, or pickles custom classes. Pass the official {what} file (e.g. "
-            "vae_ch160v4096z32.pth or var_d16.pth), downloaded again if it is incomplete."
-        ) from error
-    for key in _STATE_DICT_KEYS:
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        found = [str(key) for key in list(state)[:10]] if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(f"{path!r} does not hold a state dict of tensors (found: {found}).")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    expected = f"the official {what} file (e.g. vae_ch160v4096z32.pth or var_d16.pth)"
+    return read_official_state_dict(path, _STATE_DICT_KEYS, expected)
 
 
+_ARCHITECTURE_HINT = "Check the architecture arguments (patch_nums, heads) or the file."
 # Tensors every official file of each kind has: checked first, so another model's file gets a message, not a KeyError.
 _REQUIRED_VAE_KEYS = ("quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight")
 _REQUIRED_VAR_KEYS = ("class_emb.weight", "head.weight", "word_embed.weight", "blocks.0.ffn.fc1.weight")
@@ -101,23 +78,6 @@ def _require_keys(state_dict: Mapping[str, torch.Tensor], keys: Sequence[str], p
             f"{os.fspath(path)!r} is not an official {what} checkpoint: it has no {missing} (first keys: "
             f"{sorted(state_dict)[:5]}).{hint}"
         )
-
-
-def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in set(expected) & set(state_dict)
-        if tuple(expected[key].shape) != tuple(state_dict[key].shape)
-    )
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{source} does not match {type(model).__name__}: missing {missing[:10]}, unexpected {unexpected[:10]}, "
-            f"mis-shaped {mismatched[:10]}. Check the architecture arguments (patch_nums, heads) or the file."
-        )
-    model.load_state_dict(state_dict, strict=True, assign=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -171,7 +131,7 @@ def convert_vqvae_state_dict(state_dict: Mapping[str, torch.Tensor], config: VAR
     """Build `VARVQVAE(config)` and load the official tensors strictly (names are identical)."""
     with torch.device("meta"):
         model = VARVQVAE(config)
-    _load_strict(model, {k: v.float() for k, v in state_dict.items()}, "The VQVAE state dict")
+    load_state_dict_strict(model, {k: v.float() for k, v in state_dict.items()}, "VAR VQ-VAE", _ARCHITECTURE_HINT)
     return model.eval().requires_grad_(False)
 
 
@@ -252,7 +212,7 @@ def convert_var_state_dict(
             state[key] = value.float()
     with torch.device("meta"):
         model = VARForClassToImage(config)
-    _load_strict(model, state, "The VAR state dict (with the VAE's quantizer)")
+    load_state_dict_strict(model, state, "VAR transformer (with the VAE's quantizer)", _ARCHITECTURE_HINT)
     return model.eval()
 
 
@@ -335,17 +295,11 @@ def convert_var_checkpoints(
         written["policy"] = policy_dir
     if verify:
         reloaded = VARImageTokenizerProcessor.from_pretrained(tokenizer_dir)
-        _compare(vq_model.state_dict(), reloaded.vq_model.state_dict(), tokenizer_dir)
+        check_reloaded_state_dict(vq_model.state_dict(), reloaded.vq_model.state_dict(), tokenizer_dir)
         if policy is not None:
             reloaded_policy = VARForClassToImage.from_pretrained(written["policy"], dtype=dtype or "auto")
-            _compare(policy.state_dict(), reloaded_policy.state_dict(), written["policy"])
+            check_reloaded_state_dict(policy.state_dict(), reloaded_policy.state_dict(), written["policy"])
     return written
-
-
-def _compare(expected: Mapping[str, torch.Tensor], actual: Mapping[str, torch.Tensor], where: str) -> None:
-    differing = [key for key in expected if key not in actual or not torch.equal(expected[key], actual[key].cpu())]
-    if differing or set(actual) - set(expected):
-        raise RuntimeError(f"Verification of {where} failed: tensors {differing[:10]} differ after reloading.")
 
 
 __all__ = [

@@ -15,7 +15,6 @@ computes in fp32 whatever the model dtype.
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +22,16 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
 
 from ...sampling import token_sampler
 from .configuration_var import VARConfig
-from ..modeling_utils import ClassConditionMixin, ImageTokenPolicyMixin, StrictLoadingMixin, check_context_ids
+from ..modeling_utils import (
+    ClassConditionMixin,
+    ImageTokenLogitsOutput,
+    ImageTokenPolicyMixin,
+    StrictLoadingMixin,
+    check_context_ids,
+)
 from .modeling_var_vqvae import VARVectorQuantizer
 
 
@@ -195,18 +199,8 @@ class VARSharedAdaLin(nn.Linear):
         return super().forward(condition).view(-1, 1, 6, self.weight.shape[0] // 6)
 
 
-@dataclass
-class VAROutput(ModelOutput):
-    """
-    Output of `VARForClassToImage.forward`.
-
-    Args:
-        logits (`torch.FloatTensor` of shape `(batch_size, num_image_tokens, vocab_size)`):
-            fp32 scores over the codebook; index t predicts flat token t (scale k(t)) from the class and the ids of
-            the scales before k(t). Guided with VAR's per-scale ramp when `cfg_scale != 1`.
-    """
-
-    logits: torch.FloatTensor | None = None
+# The shared logits-only output; the family name is kept for code that imports it.
+VAROutput = ImageTokenLogitsOutput
 
 
 class VARPreTrainedModel(StrictLoadingMixin, PreTrainedModel):

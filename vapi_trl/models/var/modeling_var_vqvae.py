@@ -100,8 +100,18 @@ class VARResolutionLevel(nn.Module):
         super().__init__()
         self.block = block
         self.attn = attn
+        # The official attribute name (`downsample` / `upsample`) keeps the checkpoint keys.
+        self.resample_name = None if resample is None else name
         if resample is not None:
             self.add_module(name, resample)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The residual blocks, each followed by its attention block when the level has them, then the resampling."""
+        for index, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn) > 0:
+                h = self.attn[index](h)
+        return h if self.resample_name is None else getattr(self, self.resample_name)(h)
 
 
 class VAREncoder(nn.Module):
@@ -135,12 +145,7 @@ class VAREncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for index, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn) > 0:
-                    h = level.attn[index](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = level(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -175,12 +180,7 @@ class VARDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for level in reversed(self.up):
-            for index, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn) > 0:
-                    h = level.attn[index](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

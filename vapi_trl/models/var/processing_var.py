@@ -22,6 +22,7 @@ from ..image_tokenizer.processing_image_tokenizer import (
     check_decode_chunk_size,
     checked_image_size,
     make_image_processor,
+    sizes_from_vq_model,
 )
 from .configuration_var import VARVQVAEConfig
 from .modeling_var_vqvae import VARVQVAE
@@ -62,19 +63,12 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         **kwargs: Any,
     ) -> None:
         image_size = checked_image_size(image_processor, image_size)
-        if vq_model is not None:
-            if not isinstance(vq_model, VARVQVAE):
-                raise TypeError(f"`vq_model` must be a `VARVQVAE`, got {type(vq_model).__name__}.")
-            codebook_size = vq_model.config.vocab_size if codebook_size is None else codebook_size
-            patch_nums = vq_model.config.patch_nums if patch_nums is None else patch_nums
-        if codebook_size is None or patch_nums is None:
-            raise ValueError(
-                "`codebook_size` and `patch_nums` are required when no `vq_model` is given (they are read from its "
-                "config otherwise)."
-            )
+        sizes = sizes_from_vq_model(
+            vq_model, VARVQVAE, codebook_size=(codebook_size, "vocab_size"), patch_nums=(patch_nums, "patch_nums")
+        )
         check_decode_chunk_size(decode_chunk_size)
-        self.codebook_size = int(codebook_size)
-        self.patch_nums = [int(pn) for pn in patch_nums]
+        self.codebook_size = int(sizes["codebook_size"])
+        self.patch_nums = [int(pn) for pn in sizes["patch_nums"]]
         self.grid_size = self.patch_nums[-1]
         self.image_size = int(image_size)
         self.decode_chunk_size = decode_chunk_size
@@ -183,14 +177,6 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         if not chunks:
             return torch.empty(0, 3, self.image_size, self.image_size, device=self.device)
         return torch.cat(chunks)
-
-    @torch.no_grad()
-    def idxBl_to_var_input(self, input_ids: torch.Tensor) -> torch.FloatTensor:
-        """
-        The transformer's teacher-forcing input from (possibly corrupted) flat ids `[B, l]`, `l >= L − pn_last²`:
-        `[B, L − pn_first², z_channels]` fp32 (see `VARVectorQuantizer.idxBl_to_var_input`).
-        """
-        return self._require_vq_model().quantize.idxBl_to_var_input(input_ids.to(self.device))
 
 
 __all__ = ["VARImageTokenizerProcessor"]
