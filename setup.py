@@ -32,6 +32,7 @@ setup(
         "docs": ["mkdocs>=1.6,<1.7", "mkdocs-material>=9.5,<10", "mkdocstrings>=0.29", "mkdocstrings-python>=1.16"],
         "dev": [
             "pytest>=8",
+            "ruff>=0.17,<0.18",
             "hypothesis>=6.100",
             "tensorboard",
             "matplotlib",

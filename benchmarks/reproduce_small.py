@@ -84,8 +84,15 @@ def train_ce_only(policy, codes: torch.Tensor, labels: torch.Tensor, args, conte
 
 
 def train_vapi(
-    policy, image_tokenizer, dataset, args, context_noise_prob: float, ce_coef: float, seed: int,
-    steps_multiplier: int = 1, lr_multiplier: float = 1.0,
+    policy,
+    image_tokenizer,
+    dataset,
+    args,
+    context_noise_prob: float,
+    ce_coef: float,
+    seed: int,
+    steps_multiplier: int = 1,
+    lr_multiplier: float = 1.0,
 ):
     from vapi_trl import VAPiConfig, VAPiTrainer
 
@@ -152,8 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--eval-samples", type=int, default=2000)
     parser.add_argument("--lpips", action="store_true", help="Add LPIPS-VGG to the reward (needs cached weights).")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 is fastest for the tiny model on a shared machine.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 is fastest for the tiny model on a shared machine.",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,21 +200,39 @@ def main(argv: list[str] | None = None) -> dict:
                 policy = train_ce_only(policy, codes, labels, args, spec["context_noise_prob"], seed)
             else:
                 policy, log = train_vapi(
-                    policy, image_tokenizer, dataset, args, spec["context_noise_prob"], spec["ce_coef"], seed,
-                    spec.get("steps_multiplier", 1), spec.get("lr_multiplier", 1.0),
+                    policy,
+                    image_tokenizer,
+                    dataset,
+                    args,
+                    spec["context_noise_prob"],
+                    spec["ce_coef"],
+                    seed,
+                    spec.get("steps_multiplier", 1),
+                    spec.get("lr_multiplier", 1.0),
                 )
                 logs.append(log[-1] if log else {})
             train_s = time.perf_counter() - mark
             metrics = benchmark.evaluate(policy, seed=seed)
             runs.append(metrics)
             seconds.append({"train_s": train_s, "evaluate_s": time.perf_counter() - mark - train_s})
-            print(f"{arm} seed {seed}: {json.dumps({k: round(v, 5) for k, v in metrics.items()})} "
-                  f"({seconds[-1]['train_s']:.0f}s + {seconds[-1]['evaluate_s']:.0f}s)", flush=True)
-        results["arms"][arm] = {"spec": spec, "runs": runs, "summary": summarize(runs), "last_train_log": logs,
-                                "seconds": seconds}
+            print(
+                f"{arm} seed {seed}: {json.dumps({k: round(v, 5) for k, v in metrics.items()})} "
+                f"({seconds[-1]['train_s']:.0f}s + {seconds[-1]['evaluate_s']:.0f}s)",
+                flush=True,
+            )
+        results["arms"][arm] = {
+            "spec": spec,
+            "runs": runs,
+            "summary": summarize(runs),
+            "last_train_log": logs,
+            "seconds": seconds,
+        }
     results["total_s"] = time.perf_counter() - started
-    results["environment"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "device": "cuda" if torch.cuda.is_available() else platform.processor() or "cpu"}
+    results["environment"] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else platform.processor() or "cpu",
+    }
     print(table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -160,11 +160,17 @@ def measure(config_name: str, num_images: int, num_generations: int, repeats: in
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["tiny", "GPT-B"], choices=["tiny", "GPT-B"])
-    parser.add_argument("--num-images", type=int, nargs="+", default=None,
-                        help="U per config (default: 8 for tiny, 1 for GPT-B).")
+    parser.add_argument(
+        "--num-images", type=int, nargs="+", default=None, help="U per config (default: 8 for tiny, 1 for GPT-B)."
+    )
     parser.add_argument("--num-generations", type=int, default=8, help="G: samples per image.")
-    parser.add_argument("--repeats", type=int, nargs="+", default=None,
-                        help="Timed repetitions per config (default: 3 for tiny, 1 for GPT-B).")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Timed repetitions per config (default: 3 for tiny, 1 for GPT-B).",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="Write the figures to this JSON file.")

@@ -201,7 +201,8 @@ def train_policy(labels: torch.Tensor, ids: torch.Tensor, test_labels, test_ids,
     no_decay = [p for n, p in policy.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.policy_lr, betas=(0.9, 0.95),
+        lr=args.policy_lr,
+        betas=(0.9, 0.95),
     )
     generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = math.ceil(len(ids) / args.policy_batch)
@@ -225,8 +226,10 @@ def train_policy(labels: torch.Tensor, ids: torch.Tensor, test_labels, test_ids,
         policy.eval()
         test_ce = teacher_forced_ce(policy, test_labels, test_ids)
         policy.train()
-        log(f"policy epoch {epoch + 1}/{args.policy_epochs}: train CE {np.mean(losses[-steps_per_epoch:]):.4f}, "
-            f"test CE {test_ce:.4f}")
+        log(
+            f"policy epoch {epoch + 1}/{args.policy_epochs}: train CE {np.mean(losses[-steps_per_epoch:]):.4f}, "
+            f"test CE {test_ce:.4f}"
+        )
     policy.eval()
     return policy, {
         "final_train_ce": float(np.mean(losses[-steps_per_epoch:])),
@@ -254,8 +257,11 @@ def train_classifiers(embedded, train_classifier, weights_dir: str, args, log) -
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw-dir", default="/tmp/fm/usr/share/datasets/fashion-mnist",
-                        help="Folder with the four Fashion-MNIST *-idx*-ubyte.gz files.")
+    parser.add_argument(
+        "--raw-dir",
+        default="/tmp/fm/usr/share/datasets/fashion-mnist",
+        help="Folder with the four Fashion-MNIST *-idx*-ubyte.gz files.",
+    )
     parser.add_argument("--out", default=DEMO, help="Demo folder to write data/ and weights/ into.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=5000)
@@ -269,10 +275,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--policy-batch", type=int, default=128)
     parser.add_argument("--policy-lr", type=float, default=2e-3)
     parser.add_argument("--classifier-epochs", type=int, default=10)
-    parser.add_argument("--classifiers-only", action="store_true",
-                        help="Keep the shipped data, VQ and policy; retrain and save the two classifiers only.")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 is far faster than 2 on a shared 2-core machine.")
+    parser.add_argument(
+        "--classifiers-only",
+        action="store_true",
+        help="Keep the shipped data, VQ and policy; retrain and save the two classifiers only.",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads; 1 is far faster than 2 on a shared 2-core machine."
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -335,7 +345,6 @@ def main(argv: list[str] | None = None) -> dict:
     train_labels_t, test_labels_t = torch.from_numpy(train_labels), torch.from_numpy(test_labels)
     policy, policy_stats = train_policy(train_labels_t, train_ids, test_labels_t, test_ids, args, log)
 
-
     if os.path.isdir(weights_dir):
         shutil.rmtree(weights_dir)
     policy.save_pretrained(os.path.join(weights_dir, "policy"))
@@ -347,16 +356,26 @@ def main(argv: list[str] | None = None) -> dict:
         "script": "scripts/pretrain_tiny.py",
         "command": "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: v for k, v in vars(args).items() if k not in ("raw_dir", "out")},
-        "data": {"source": "Fashion-MNIST (Debian dataset-fashion-mnist), MIT", "counts": counts,
-                 "image_size": embedded.IMAGE_SIZE, "padding": "28→32 zero border"},
-        "image_tokenizer": {"config": "JanusVQVAE 32 px, 4×4 grid, 256 codes, embed_dim 16",
-                            "parameters": sum(p.numel() for p in vq.parameters()), **vq_stats},
-        "policy": {"config": "LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, 16 tokens",
-                   "parameters": sum(p.numel() for p in policy.parameters()), **policy_stats},
+        "data": {
+            "source": "Fashion-MNIST (Debian dataset-fashion-mnist), MIT",
+            "counts": counts,
+            "image_size": embedded.IMAGE_SIZE,
+            "padding": "28→32 zero border",
+        },
+        "image_tokenizer": {
+            "config": "JanusVQVAE 32 px, 4×4 grid, 256 codes, embed_dim 16",
+            "parameters": sum(p.numel() for p in vq.parameters()),
+            **vq_stats,
+        },
+        "policy": {
+            "config": "LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, 16 tokens",
+            "parameters": sum(p.numel() for p in policy.parameters()),
+            **policy_stats,
+        },
         "classifiers": classifier_stats,
         "reference_batch": {
             "description": f"teacher-forced CE (nats/token, clean context, fp32) of the first {reference_count} test "
-                           "images, their VQ codes from the shipped tokenizer",
+            "images, their VQ codes from the shipped tokenizer",
             "num_images": reference_count,
             "ce": teacher_forced_ce(policy, test_labels_t[:reference_count], test_ids[:reference_count]),
         },

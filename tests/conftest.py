@@ -21,13 +21,13 @@ from PIL import Image as PILImage
 # absolute values or `torch.equal` (issue 12).
 
 
-def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4, msg: str | None = None) -> None:
+def assert_close_scaled(
+    actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4, msg: str | None = None
+) -> None:
     """`assert_close` with `atol = rel · max|expected|` and `rtol = rel`."""
     expected = torch.as_tensor(expected)
     scale = expected.detach().abs().max().item() if expected.numel() else 0.0
-    torch.testing.assert_close(
-        torch.as_tensor(actual), expected, rtol=rel, atol=rel * max(scale, 1e-12), msg=msg
-    )
+    torch.testing.assert_close(torch.as_tensor(actual), expected, rtol=rel, atol=rel * max(scale, 1e-12), msg=msg)
 
 
 def assert_argmax_agrees(scores: torch.Tensor, ids: torch.Tensor, rel: float = 1e-4) -> None:
@@ -184,6 +184,8 @@ def tiny_janus():
 @pytest.fixture
 def tiny_janus_tokenizer():
     return make_tiny_janus_tokenizer()
+
+
 # --- end Janus fixtures ------------------------------------------------------------------------------------------
 
 
@@ -230,4 +232,6 @@ def make_tiny_llamagen_t2i(seed: int = 0):
 
     torch.manual_seed(seed)
     return LlamaGenForTextToImage(tiny_llamagen_t2i_config())
+
+
 # --- end LlamaGen text-to-image fixtures --------------------------------------------------------------------------

@@ -85,7 +85,9 @@ def test_modes_and_inputs_share_the_crop():
     reference = processor.preprocess(image)
     array = np.array(image)
     torch.testing.assert_close(processor.preprocess(array), reference, rtol=0, atol=0)
-    torch.testing.assert_close(processor.preprocess(torch.from_numpy(array).permute(2, 0, 1)), reference, rtol=0, atol=0)
+    torch.testing.assert_close(
+        processor.preprocess(torch.from_numpy(array).permute(2, 0, 1)), reference, rtol=0, atol=0
+    )
     rgba = image.convert("RGBA")
     torch.testing.assert_close(processor.preprocess(rgba), reference, rtol=0, atol=0)  # opaque alpha: unchanged
     gray = processor.preprocess(image.convert("L"))

@@ -569,13 +569,17 @@ def test_convert_var_corrupt_files_name_the_file_without_unsafe_advice(tmp_path,
 @pytest.mark.parametrize("obj, found", [(torch.zeros(3), "Tensor"), (5, "int"), ({}, "[]")])
 def test_convert_var_file_without_a_state_dict(tmp_path, capsys, obj, found):
     torch.save(obj, tmp_path / "vae.pth")
-    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--output_dir", str(tmp_path / "o")], capsys)
+    code, err = run_cli(
+        ["convert-var", "--vae-ckpt", str(tmp_path / "vae.pth"), "--output_dir", str(tmp_path / "o")], capsys
+    )
     assert_one_line_error(code, err, "convert-var", f"does not hold a state dict of tensors (found: {found})")
 
 
 def test_convert_var_on_a_llamagen_file_says_which_converter(tmp_path, capsys):
     torch.save({"model": official_gpt_state_dict()}, tmp_path / "c2i.pt")
-    code, err = run_cli(["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--output_dir", str(tmp_path / "o")], capsys)
+    code, err = run_cli(
+        ["convert-var", "--vae-ckpt", str(tmp_path / "c2i.pt"), "--output_dir", str(tmp_path / "o")], capsys
+    )
     assert_one_line_error(code, err, "convert-var", "is not an official VAR VQ-VAE checkpoint", "convert-llamagen")
 
 

@@ -70,7 +70,9 @@ def test_convert_llamagen_command(tmp_path, capsys):
         "lm_head.weight",
         "class_embed.weight",
     }
-    assert cli.main(["convert-llamagen", "--output_dir", str(tmp_path / "x")]) == 2  # one-line user error, no traceback
+    assert (
+        cli.main(["convert-llamagen", "--output_dir", str(tmp_path / "x")]) == 2
+    )  # one-line user error, no traceback
     assert "vapi-trl convert-llamagen: error: Nothing to convert" in capsys.readouterr().err
 
 

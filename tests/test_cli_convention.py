@@ -15,7 +15,7 @@ from vapi_trl.commands._common import option_spellings
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import make_cli_help
+import make_cli_help  # noqa: E402  (a script, not a package: found through sys.path)
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:

@@ -30,11 +30,15 @@ def official_g_fold_loss(trainer, model, inputs) -> torch.Tensor:
     num_images, group, _ = inputs["completion_ids"].shape
     total = 0.0
     for u, g in ((u, g) for u in range(num_images) for g in range(group)):
-        logits = model(class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1])
+        logits = model(
+            class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
+        )
         logits = logits.logits
         new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
         policy_loss, _ = clipped_surrogate(
-            new[:, None], inputs["old_per_token_logps"][u : u + 1, g : g + 1], inputs["advantages"][u : u + 1, g : g + 1]
+            new[:, None],
+            inputs["old_per_token_logps"][u : u + 1, g : g + 1],
+            inputs["advantages"][u : u + 1, g : g + 1],
         )
         total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
     return total / (num_images * group)
@@ -85,7 +89,9 @@ def test_shared_mask_gradient_equals_official_independent_masks_in_expectation(d
     trainer, inputs = dropout_setup
     model = trainer.model
     ours = gradient_samples(lambda: trainer._compute_loss(model, inputs), model, range(NUM_SEEDS))
-    official = gradient_samples(lambda: official_g_fold_loss(trainer, model, inputs), model, range(10**6, 10**6 + NUM_SEEDS))
+    official = gradient_samples(
+        lambda: official_g_fold_loss(trainer, model, inputs), model, range(10**6, 10**6 + NUM_SEEDS)
+    )
     with dropout_disabled(model):
         deterministic = gradient_samples(lambda: trainer._compute_loss(model, inputs), model, [0])[0]
 

@@ -130,7 +130,11 @@ def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_i
     """One forward per image for its G samples equals G separate forwards (the official formulation), exactly where
     both are deterministic (eval loss mode); the train-mode (dropout) case is `test_dropout_equivalence.py`."""
     trainer = make_trainer(
-        tmp_path, tiny_policy, tiny_image_tokenizer, num_generations=4, per_device_train_batch_size=8,
+        tmp_path,
+        tiny_policy,
+        tiny_image_tokenizer,
+        num_generations=4,
+        per_device_train_batch_size=8,
         loss_forward_mode="eval",
     )
     rows = [row for row in make_image_dataset(2) for _ in range(4)]
@@ -202,7 +206,12 @@ def test_samples_share_context_and_log_probs_come_from_sampling_pass(tmp_path, t
 
 def test_num_iterations_replays_buffer_with_clipping(tmp_path, tiny_policy, tiny_image_tokenizer):
     trainer = make_trainer(
-        tmp_path, tiny_policy, tiny_image_tokenizer, num_iterations=2, max_steps=2, learning_rate=0.05,
+        tmp_path,
+        tiny_policy,
+        tiny_image_tokenizer,
+        num_iterations=2,
+        max_steps=2,
+        learning_rate=0.05,
         loss_forward_mode="eval",
     )
     trainer.train()
@@ -399,7 +408,9 @@ def test_groups_of_undecodable_images_leave_numerator_and_denominator(tmp_path, 
     inputs["valid"] = torch.tensor([True, False])
     alone = {key: value[:1] for key, value in inputs.items()}
     alone["valid"] = torch.tensor([True])
-    torch.testing.assert_close(trainer._compute_loss(trainer.model, inputs), trainer._compute_loss(trainer.model, alone))
+    torch.testing.assert_close(
+        trainer._compute_loss(trainer.model, inputs), trainer._compute_loss(trainer.model, alone)
+    )
     inputs["valid"] = torch.tensor([False, False])
     loss = trainer._compute_loss(trainer.model, inputs)
     assert loss.item() == 0.0 and loss.requires_grad
@@ -410,7 +421,10 @@ def test_label_dropout_reaches_the_loss_forward_only(tmp_path, tiny_policy, tiny
     rows = [row for row in make_image_dataset(2) for _ in range(2)]
     trainer.model.train()
     inputs = trainer._generate_and_score_completions(rows)
-    assert inputs["condition.class_labels"].tolist() == [rows[0]["class_label"], rows[2]["class_label"]]  # sampling: true labels
+    assert inputs["condition.class_labels"].tolist() == [
+        rows[0]["class_label"],
+        rows[2]["class_label"],
+    ]  # sampling: true labels
     seen = []
     handle = trainer.model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["class_labels"].clone()), with_kwargs=True
@@ -423,4 +437,6 @@ def test_label_dropout_reaches_the_loss_forward_only(tmp_path, tiny_policy, tiny
         handle.remove()
         trainer.args.loss_forward_mode = "train"
     assert seen[0].tolist() == [tiny_policy.null_class_id] * 2  # train loss forward: dropped (p = 1)
-    assert seen[1].tolist() == inputs["condition.class_labels"].tolist()  # eval loss forward: deterministic, never dropped
+    assert (
+        seen[1].tolist() == inputs["condition.class_labels"].tolist()
+    )  # eval loss forward: deterministic, never dropped

@@ -44,7 +44,10 @@ def main(output_dir: str) -> None:
     trainer.save_model(os.path.join(output_dir, "final"))
 
     rank = trainer.accelerator.process_index
-    params = {name: param.detach().double() for name, param in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
+    params = {
+        name: param.detach().double()
+        for name, param in trainer.accelerator.unwrap_model(trainer.model).named_parameters()
+    }
     record = {
         "world_size": trainer.accelerator.num_processes,
         "groups": groups,

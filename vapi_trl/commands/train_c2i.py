@@ -94,7 +94,9 @@ class C2IScriptArguments(ScriptArguments):
 
     image_tokenizer_path: str | None = field(
         default=None,
-        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."},
+        metadata={
+            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
+        },
     )
     train_dir: str | None = field(
         default=None,

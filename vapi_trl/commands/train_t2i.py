@@ -82,7 +82,9 @@ class T2IScriptArguments(ScriptArguments):
 
     image_tokenizer_path: str | None = field(
         default=None,
-        metadata={"help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."},
+        metadata={
+            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
+        },
     )
     text_encoder_name_or_path: str = field(
         default="google/flan-t5-xl",
@@ -95,9 +97,7 @@ class T2IScriptArguments(ScriptArguments):
     tar_shards: str | None = field(
         default=None, metadata={"help": "Folder of webdataset tar shards ({key}.jpg|png + {key}.txt)."}
     )
-    image_column: str | None = field(
-        default=None, metadata={"help": "Image column (default image; shards: jpg/png)."}
-    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default image; shards: jpg/png)."})
     caption_column: str | None = field(
         default=None, metadata={"help": "Caption column (default prompt; shards: txt)."}
     )

@@ -190,7 +190,6 @@ def run_demo(
     return report
 
 
-
 def _load_embedded(settings: DemoSettings):
     """The shipped base policy and image tokenizer, the training rows and the benchmark on the held-out split."""
     from vapi_trl.demo import embedded

@@ -45,9 +45,7 @@ _REPRODUCIBILITY_KEYS = (
 _OWNED_ENTRY = re.compile(r"^(\d{6}\.png(\.tmp)?|samples\.npz(\.tmp)?|run\.json\.tmp)$")
 
 
-def _check_sampling(
-    temperature: float, top_k: int, top_p: float, resize: int | None, cfg_scale: float = 1.0
-) -> None:
+def _check_sampling(temperature: float, top_k: int, top_p: float, resize: int | None, cfg_scale: float = 1.0) -> None:
     """
     Raise a `ValueError` unless temperature > 0, top_k >= 0, top_p in (0, 1], `resize` is `None` or positive and
     cfg_scale >= 0.
@@ -251,9 +249,7 @@ def sample_class_to_image(
     return record
 
 
-def write_npz_from_folder(
-    output_dir: str, num_samples: int, path: str | None = None, progress: bool = False
-) -> str:
+def write_npz_from_folder(output_dir: str, num_samples: int, path: str | None = None, progress: bool = False) -> str:
     """Stack `000000.png` ... into `samples.npz` (`arr_0`, uint8 `[N, H, W, 3]`), the ADM evaluator's input."""
     from tqdm.auto import tqdm
 

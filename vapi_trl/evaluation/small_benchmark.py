@@ -191,7 +191,12 @@ def free_running_samples(
 
 @torch.no_grad()
 def teacher_forced_scores(
-    policy, image_tokenizer, pixels: torch.Tensor, labels: torch.LongTensor, target_ids: torch.LongTensor, seed: int,
+    policy,
+    image_tokenizer,
+    pixels: torch.Tensor,
+    labels: torch.LongTensor,
+    target_ids: torch.LongTensor,
+    seed: int,
     batch_size: int = 500,
 ) -> dict[str, float]:
     """

@@ -465,7 +465,9 @@ class ImageTokenizerProcessor(ProcessorMixin):
         prepared = [self._prepare_image(image, index) for index, image in enumerate(images)]
         # ADM's center crop (issue 12), exactly as the official training images and FID references; the image
         # processor supplies the RGB conversion and the normalisation constants.
-        arrays = [center_crop_arr(_rgb_pil_image(image, index), self.image_size) for index, image in enumerate(prepared)]
+        arrays = [
+            center_crop_arr(_rgb_pil_image(image, index), self.image_size) for index, image in enumerate(prepared)
+        ]
         return normalize_to_pixel_values(
             arrays, list(self.image_processor.image_mean), list(self.image_processor.image_std)
         )

@@ -238,7 +238,9 @@ class _LlamaGenImageModel(ImageTokenPolicyMixin, LlamaGenPreTrainedModel):
         inputs_embeds = self.token_dropout(inputs_embeds)
         length = inputs_embeds.shape[1]
         position_ids = torch.arange(start, start + length, device=inputs_embeds.device).unsqueeze(0)
-        attention_mask = None if key_mask is None else self._attention_mask(key_mask, start, length, inputs_embeds.dtype)
+        attention_mask = (
+            None if key_mask is None else self._attention_mask(key_mask, start, length, inputs_embeds.dtype)
+        )
         return self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -591,9 +593,7 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
         context_ids = self._context_ids(context_ids, caption_mask, cfg_scale, "the caption slots")
         caption_embeds = self.condition_dropout(caption_embeds, self.uncond(caption_embeds))  # train mode only
         caption_embeds, caption_mask = self._with_uncond(caption_embeds, caption_mask, cfg_scale)
-        inputs_embeds = torch.cat(
-            (self._caption_inputs(caption_embeds), self.model.embed_tokens(context_ids)), dim=1
-        )
+        inputs_embeds = torch.cat((self._caption_inputs(caption_embeds), self.model.embed_tokens(context_ids)), dim=1)
         key_mask = torch.cat((caption_mask.long(), caption_mask.new_ones(context_ids.shape, dtype=torch.long)), dim=1)
         hidden = self._backbone(inputs_embeds, 0, key_mask)
         return LlamaGenOutput(logits=self._guided_logits(hidden[:, self.config.cls_token_num - 1 :], cfg_scale))
@@ -654,7 +654,6 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
         draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
         start = self._start_caption_decoding(caption_embeds, caption_mask, cfg_scale)
         return sample_with_cache(*start, self.num_image_tokens, draw)
-
 
 
 __all__ = [

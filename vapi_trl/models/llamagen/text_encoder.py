@@ -137,9 +137,7 @@ def preprocess_caption(caption: str, mode: str = "clean") -> str:
     raise ValueError(f"text_preprocessing must be one of {TEXT_PREPROCESSING_MODES}, got {mode!r}.")
 
 
-def right_align_captions(
-    embeddings: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def right_align_captions(embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Move the valid tokens of right-padded caption features to the end of the slots and zero the padding (official
     "left padding": `cat(emb[n:], emb[:n])`, `flip(mask)`, `emb * mask`).
@@ -429,7 +427,7 @@ class T5CaptionEncoder(ProcessorMixin):
         return self.encode(captions, device=device)
 
 
-def load_caption_encoder(name_or_path: str, max_length: int, dtype: str = "bfloat16") -> "T5CaptionEncoder":
+def load_caption_encoder(name_or_path: str, max_length: int, dtype: str = "bfloat16") -> T5CaptionEncoder:
     """A `T5CaptionEncoder` from a `T5CaptionEncoder` folder (has `processor_config.json`) or a T5 checkpoint."""
     if os.path.isfile(os.path.join(name_or_path, "processor_config.json")):
         encoder = T5CaptionEncoder.from_pretrained(name_or_path, dtype=getattr(torch, dtype))
