@@ -42,6 +42,28 @@ def assert_argmax_agrees(scores: torch.Tensor, ids: torch.Tensor, rel: float = 1
     assert (scores.argmax(-1) == ids).float().mean().item() >= 0.95, "fewer than 95% of the ids are the exact argmax"
 
 
+def official_g_fold_loss(trainer, model, inputs: dict) -> torch.Tensor:
+    """The official trainer's loss of a VA-π step batch: every (image, sample) row runs its own forward (in train mode:
+    its own dropout mask and label-dropout draw) with its own CE term, averaged over the U·G rows."""
+    from vapi_trl.objective import ce_prior, clipped_surrogate, filtered_log_probs
+
+    num_images, group, _ = inputs["completion_ids"].shape
+    total = 0.0
+    for u, g in ((u, g) for u in range(num_images) for g in range(group)):
+        logits = model(
+            class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
+        )
+        logits = logits.logits
+        new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
+        policy_loss, _ = clipped_surrogate(
+            new[:, None],
+            inputs["old_per_token_logps"][u : u + 1, g : g + 1],
+            inputs["advantages"][u : u + 1, g : g + 1],
+        )
+        total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
+    return total / (num_images * group)
+
+
 def tiny_vq_config(codebook_size: int = 64, num_patches: int = 4):
     """A ~1M-parameter JanusVQVAE config: 3 downsamplings, 32 px images → a 4×4 token grid (N = 16).
 

@@ -11,9 +11,8 @@ import torch
 
 from vapi_trl.dropout import dropout_disabled, eval_mode
 from vapi_trl.models import LlamaGenForClassToImage
-from vapi_trl.objective import ce_prior, clipped_surrogate, filtered_log_probs
 
-from .conftest import make_image_dataset, tiny_llamagen_config
+from .conftest import make_image_dataset, official_g_fold_loss, tiny_llamagen_config
 from .test_trainer import make_trainer
 
 NUM_SEEDS = 300
@@ -22,26 +21,6 @@ GROUP = 4
 
 def flat_grad(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-
-
-def official_g_fold_loss(trainer, model, inputs) -> torch.Tensor:
-    """The official formulation: every (image, sample) row runs its own train-mode forward (own dropout mask, own
-    label-dropout draw) with its own CE term, averaged over the U·G rows."""
-    num_images, group, _ = inputs["completion_ids"].shape
-    total = 0.0
-    for u, g in ((u, g) for u in range(num_images) for g in range(group)):
-        logits = model(
-            class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
-        )
-        logits = logits.logits
-        new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
-        policy_loss, _ = clipped_surrogate(
-            new[:, None],
-            inputs["old_per_token_logps"][u : u + 1, g : g + 1],
-            inputs["advantages"][u : u + 1, g : g + 1],
-        )
-        total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
-    return total / (num_images * group)
 
 
 def gradient_samples(loss_fn, model, seeds) -> torch.Tensor:

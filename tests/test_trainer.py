@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 from vapi_trl import VAPiConfig, VAPiTrainer
 from vapi_trl.dropout import dropout_disabled, eval_mode
 from vapi_trl.models import LlamaGenForClassToImage
-from vapi_trl.objective import ce_prior, clipped_surrogate, filtered_log_probs
+from vapi_trl.objective import filtered_log_probs
 from vapi_trl.rewards import build_lpips
 
-from .conftest import assert_close_scaled, make_image_dataset
+from .conftest import assert_close_scaled, make_image_dataset, official_g_fold_loss
 
 pytestmark = pytest.mark.numerics
 
@@ -150,21 +150,8 @@ def test_grouped_loss_equals_naive_per_sample_loss(tmp_path, tiny_policy, tiny_i
 
     # Naive: every (image, sample) row runs its own forward, with its own CE, as in the official trainer.
     model.zero_grad()
-    num_images, group, _ = inputs["completion_ids"].shape
-    total = 0.0
-    for u, g in ((u, g) for u in range(num_images) for g in range(group)):
-        with dropout_disabled(model):
-            logits = model(
-                class_labels=inputs["condition.class_labels"][u : u + 1], context_ids=inputs["context_ids"][u : u + 1]
-            ).logits
-        new = filtered_log_probs(logits).gather(-1, inputs["completion_ids"][u : u + 1, g, :, None])[..., 0]
-        policy_loss, _ = clipped_surrogate(
-            new[:, None],
-            inputs["old_per_token_logps"][u : u + 1, g : g + 1],
-            inputs["advantages"][u : u + 1, g : g + 1],
-        )
-        total = total + policy_loss + trainer.args.ce_coef * ce_prior(logits, inputs["target_ids"][u : u + 1])
-    naive = total / (num_images * group) / trainer.args.gradient_accumulation_steps
+    with dropout_disabled(model):
+        naive = official_g_fold_loss(trainer, model, inputs) / trainer.args.gradient_accumulation_steps
     naive.backward()
 
     assert grouped.item() == pytest.approx(naive.item(), abs=1e-5)

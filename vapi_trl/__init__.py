@@ -2,8 +2,9 @@
 
 __version__ = "0.1.0"
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 
 # Public names -> defining module. Imported on first access (PEP 562), as transformers does, so that `import vapi_trl`
@@ -22,16 +23,7 @@ if TYPE_CHECKING:
     from .trainer import VAPiTrainer
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_ATTRIBUTES:
-        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vapi_trl' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY_ATTRIBUTES])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
 
 
 __all__ = [

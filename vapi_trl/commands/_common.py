@@ -282,6 +282,33 @@ def add_overwrite_argument(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_resume_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--overwrite` for a resumable sample writer (`sample`, `sample-geneval`), which resumes by default."""
+    add_argument(
+        parser,
+        "--overwrite",
+        action="store_true",
+        help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
+        "tokenizer and settings, and refuse anything else).",
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--device` (default: cuda if available, else cpu) to a command's parser."""
+    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+
+
+def add_verify_images_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--no_verify_images` (skip decoding every image once before the run) to a command's parser."""
+    add_argument(
+        parser,
+        "--no_verify_images",
+        dest="verify_images",
+        action="store_false",
+        help="Skip the decode check of every image.",
+    )
+
+
 def check_output_folder(path: str, overwrite: bool, flag: str = "--output_dir") -> None:
     """Refuse (`ValueError`) to write into `path` when it exists and is not empty, unless `overwrite`."""
     if overwrite:

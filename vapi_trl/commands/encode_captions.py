@@ -9,7 +9,13 @@ mask. Pass the folder to `train-t2i --dataset_name` and the trainer neither load
 
 import argparse
 
-from vapi_trl.commands._common import add_argument, add_overwrite_argument, check_output_folder
+from vapi_trl.commands._common import (
+    add_argument,
+    add_device_argument,
+    add_overwrite_argument,
+    add_verify_images_argument,
+    check_output_folder,
+)
 
 
 def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> argparse.ArgumentParser:
@@ -48,14 +54,8 @@ def make_parser(subparsers, name: str = "encode-captions", help: str = "") -> ar
     add_argument(parser, "--caption_column", default=None, help="Caption column (default prompt; shards: txt).")
     add_argument(parser, "--num_samples", type=int, default=None, help="Keep the first N rows.")
     add_argument(parser, "--batch_size", type=int, default=64, help="Captions per T5 call (default 64).")
-    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
-    add_argument(
-        parser,
-        "--no_verify_images",
-        dest="verify_images",
-        action="store_false",
-        help="Skip the decode check of every image.",
-    )
+    add_device_argument(parser)
+    add_verify_images_argument(parser)
     return parser
 
 

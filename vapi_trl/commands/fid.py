@@ -2,7 +2,7 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_argument
+from vapi_trl.commands._common import add_argument, add_device_argument
 
 
 def make_parser(subparsers, name: str = "fid", help: str = "") -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def make_parser(subparsers, name: str = "fid", help: str = "") -> argparse.Argum
     )
     add_argument(parser, "--batch_size", type=int, default=50, help="Images per batch.")
     add_argument(parser, "--max_samples", type=int, default=None, help="Use only the first N images of each set.")
-    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_device_argument(parser)
     add_argument(
         parser,
         "--output_file",

@@ -2,7 +2,7 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_argument
+from vapi_trl.commands._common import add_argument, add_device_argument, add_resume_overwrite_argument
 
 
 def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.ArgumentParser:
@@ -65,14 +65,8 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         default=256,
         help="Saved image side (bicubic, no antialias); 0 keeps the decoder resolution (default 256).",
     )
-    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
-    add_argument(
-        parser,
-        "--overwrite",
-        action="store_true",
-        help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
-        "tokenizer and settings, and refuse anything else).",
-    )
+    add_device_argument(parser)
+    add_resume_overwrite_argument(parser)
     add_argument(parser, "--no_npz", dest="write_npz", action="store_false", help="Do not write the .npz.")
     return parser
 

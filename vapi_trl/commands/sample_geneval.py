@@ -2,7 +2,7 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_argument
+from vapi_trl.commands._common import add_argument, add_device_argument, add_resume_overwrite_argument
 
 
 def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> argparse.ArgumentParser:
@@ -76,14 +76,8 @@ def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> arg
     )
     add_argument(parser, "--no_grid", dest="grid", action="store_false", help="Do not write grid.png.")
     add_argument(parser, "--max_prompts", type=int, default=None, help="Only the first N prompts (smoke runs).")
-    add_argument(
-        parser,
-        "--overwrite",
-        action="store_true",
-        help="Replace the samples already in the output folder (default: resume only a run of the same model, image "
-        "tokenizer and settings, and refuse anything else).",
-    )
-    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+    add_resume_overwrite_argument(parser)
+    add_device_argument(parser)
     return parser
 
 

@@ -2,7 +2,13 @@
 
 import argparse
 
-from vapi_trl.commands._common import add_argument, add_overwrite_argument, check_output_folder
+from vapi_trl.commands._common import (
+    add_argument,
+    add_device_argument,
+    add_overwrite_argument,
+    add_verify_images_argument,
+    check_output_folder,
+)
 
 
 def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.ArgumentParser:
@@ -37,14 +43,8 @@ def make_parser(subparsers, name: str = "tokenize", help: str = "") -> argparse.
     add_argument(parser, "--subset_seed", type=int, default=0, help="Seed of the per-class selection (default 0).")
     add_argument(parser, "--batch_size", type=int, default=64, help="Images per VQ encode (default 64).")
     add_overwrite_argument(parser, "dataset")
-    add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
-    add_argument(
-        parser,
-        "--no_verify_images",
-        dest="verify_images",
-        action="store_false",
-        help="Skip the decode check of every image.",
-    )
+    add_device_argument(parser)
+    add_verify_images_argument(parser)
     return parser
 
 

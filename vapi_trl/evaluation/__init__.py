@@ -4,8 +4,9 @@ The names below load on first access (PEP 562, as the package root): the light s
 and so by `vapi-trl demo --help`) import without torch.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 
 
 _LAZY_ATTRIBUTES = {
@@ -21,16 +22,7 @@ if TYPE_CHECKING:
     from .sample import SamplingSettings, sample_class_to_image
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_ATTRIBUTES:
-        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vapi_trl.evaluation' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY_ATTRIBUTES])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY_ATTRIBUTES, globals())
 
 
 __all__ = ["MetricsResult", "SamplingSettings", "build_feature_extractor", "compute_metrics", "sample_class_to_image"]
