@@ -547,6 +547,17 @@ def launch_plan(name: str, device: torch.device) -> tuple[list[str] | None, str]
 
 
 def launch_config(name: str, device: torch.device) -> dict:
+    """Launch config `name` (see `_launch_once`); a failed launch is retried once on a fresh port, and the row says so
+    (`attempts`, `first_failure`): one 2-process gloo rendezvous in about five failed on the 2-core CI machine with no
+    Python error, while the rerun of the same command passed."""
+    row = _launch_once(name, device)
+    if row["status"] != "failed":
+        return {**row, "attempts": 1}
+    retry = _launch_once(name, device)
+    return {**retry, "attempts": 2, "first_failure": f"{row['reason']}: {row.get('log_tail', '')[-800:]}"}
+
+
+def _launch_once(name: str, device: torch.device) -> dict:
     accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     options, how = launch_plan(name, device)
     if options is None:
@@ -701,7 +712,7 @@ PART_COLUMNS = {
           "advantage_abs_err_max", "groups_same_ranking"],
     "d": ["config", "launch", "status", "reason", "world_size", "distributed_type", "engine", "policy_sharded",
           "skipped_steps", "step1_param_change", "step2_param_change", "frozen_whole_on_all_ranks",
-          "saved_keys_are_policy", "reload_max_abs_err", "wall_s"],
+          "saved_keys_are_policy", "reload_max_abs_err", "attempts", "wall_s"],
     "e": ["model", "num_generations", "grouped_s", "naive_s", "naive_over_grouped", "grouped_minus_naive_loss",
           "step_total_grouped_s", "step_total_naive_s"],
 }  # fmt: skip

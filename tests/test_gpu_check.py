@@ -59,7 +59,7 @@ def test_gpu_check_tiny_cpu_runs_every_part(tmp_path, monkeypatch):
         if name.startswith("deepspeed") and not has_deepspeed:
             assert row["status"] == "skipped" and "deepspeed" in row["reason"]
             continue
-        assert row["status"] in ("ran", "ran as DDP"), row
+        assert row["status"] in ("ran", "ran as DDP"), (row, row.get("first_failure"), row.get("log_tail"))
         assert row["distributed_type"] == expected[name]
         assert row["world_size"] == (1 if name == "single_gpu" else 2)
         # Step 1 trained, step 2 (inf reward) was skipped by the guard: weights unchanged and finite.
