@@ -65,7 +65,9 @@ PAPER_GPU_MINUTES = 25 * 8
 # Janus-Pro-1B: vision (SigLIP-L, 384 px, patch 16) and VQ (16384 codes, 24×24 grid) are transformers'
 # `JanusVisionConfig` / `JanusVQVAEConfig` defaults (documented against deepseek-community/Janus-Pro-1B); the language
 # model is the `language_config` of Janus-Pro-1B's config.json (DeepSeek-LLM-1.3B dimensions), because
-# `JanusConfig`'s default text config is a plain `LlamaConfig()` (4096 wide, 32 layers), not Janus-Pro-1B's.
+# `JanusConfig`'s default text config is a plain `LlamaConfig()` (4096 wide, 32 layers), not Janus-Pro-1B's. The same
+# numbers are the `text_config` of transformers' DeepSeek-VL-1.3B converter (`convert_deepseek_vl_weights_to_hf.py`),
+# the DeepSeek-LLM-1.3B language model that Janus-1.3B and Janus-Pro-1B share.
 JANUS_PRO_1B_TEXT = dict(  # noqa: C408
     vocab_size=102400, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
     num_key_value_heads=16, max_position_embeddings=16384, rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1,

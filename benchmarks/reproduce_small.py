@@ -1,22 +1,36 @@
-"""Small-scale reproduction of VA-π's claim on the embedded Fashion-MNIST default, every arm measured side by side.
+"""Small-scale reproduction of VA-π on the embedded Fashion-MNIST base, every arm measured side by side.
 
-Arms (same base policy, same steps, same images per step, same training subset and seeds):
+The base (see `scripts/pretrain_tiny.py`) is built for the paper's regime at toy scale: 64 tokens per image (8×8
+grid), 512 codes, a LlamaGen C2I policy pretrained on 56 000 images to its best validation CE and sampled without CFG.
 
-- `base`: the shipped pretrained policy, untouched;
-- `ce_only`: teacher-forced cross-entropy fine-tuning on the ξ-corrupted context (VA-π's β term alone, policy term
-  off), with VA-π's optimizer (AdamW, same lr, betas, weight decay, grad clip 1.0). `VAPiConfig` cannot switch
-  the policy-gradient term off (pixel_weight = lpips_weight = 0 is rejected), so this arm is a plain training loop;
-- `vapi`: VA-π, ξ = 0.5, β = 0.1 (project defaults), reward −MSE (LPIPS backbone weights are not available offline;
-  with them, pass `--lpips`);
+Arms (same base policy, same optimizer steps, same images per step, same training split, same seeds):
+
+- `base`: the shipped policy at τ = 1, no top-k (how VA-π and every trained arm are sampled too);
+- `base_tuned`: the same policy at its best sampling temperature / top-k, chosen by FID on the *validation* split
+  (`vapi_trl.evaluation.small_benchmark.select_sampling`), never on the test split: is VA-π more than a cheaper
+  temperature?
+- `ce_only`: teacher-forced cross-entropy on the ξ-corrupted context (VA-π's β term alone) with VA-π's optimizer
+  (AdamW, same lr, betas, weight decay with transformers' exemptions, grad clip 1.0, constant schedule) and the same
+  train-mode forward. `VAPiConfig` cannot switch the policy-gradient term off (pixel_weight = lpips_weight = 0 is
+  rejected), so this arm is a plain loop;
+- `ce_clean`: the same loop on clean contexts (ξ = 0): plain continued pretraining on the tuning split, the control
+  that tells what any fine-tuning at this budget does;
+- `vapi`: VA-π at the paper's defaults, ξ = 0.5, β = 0.1, the train-mode loss forward, reward −MSE (LPIPS backbone
+  weights are not available offline; with them, pass `--lpips`);
 - `reward_only`: β = 0, the paper's collapse case;
-- ablations: ξ ∈ {0, 1} and β ∈ {0.01, 1.0} around the `vapi` arm (ξ = 0.5, β = 0.1);
-- budget: the `vapi` arm with 3× the steps (`vapi_3x_steps`) and with 3× the learning rate (`vapi_3x_lr`).
+- ablations around `vapi`: ξ ∈ {0, 1} and β ∈ {0.01, 1}.
 
-Each trained arm is run once per seed (the seed sets the trainer's data order, context noise and sample draws) and
-scored with the same sampling seed, so arms share labels and random numbers. Metrics: see
-`vapi_trl.evaluation.small_benchmark`; `real_floor` is the real-vs-real value of each metric. Example:
+Each trained arm runs once per seed (the seed sets the trainer's data order, context noise and sample draws); every
+policy is scored with the same sampling seed, so arms share labels and random numbers. Metrics: see
+`vapi_trl.evaluation.small_benchmark` (≥ 2 000 free-running samples against the test split); `real_floor` is the
+real-vs-real value. Also reported: the exposure ladder of the base (VQ reconstruction → teacher-forced draw →
+free-running), and the temperature/top-k frontier of the base on the test split, drawn as the precision–recall curve
+on which every arm is a point.
 
-    python benchmarks/reproduce_small.py --json docs/results/small_benchmark.json \
+Choosing the setting (steps, learning rate) is done on the validation split, `--split val`; the reported numbers
+come from `--split test`. Example (≈ 15 min on 2 CPU cores):
+
+    python benchmarks/reproduce_small.py --workers 2 --json docs/results/small_benchmark.json \\
         --plot docs/results/small_benchmark.png
 """
 
@@ -27,24 +41,33 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import torch
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 ARMS: dict[str, dict] = {
-    "base": {},
-    "ce_only": {"ce_only": True, "context_noise_prob": 0.5},
-    "vapi": {"context_noise_prob": 0.5, "ce_coef": 0.1},
-    "reward_only": {"context_noise_prob": 0.5, "ce_coef": 0.0},
-    "xi_0.0": {"context_noise_prob": 0.0, "ce_coef": 0.1},
-    "xi_1.0": {"context_noise_prob": 1.0, "ce_coef": 0.1},
-    "beta_0.01": {"context_noise_prob": 0.5, "ce_coef": 0.01},
-    "beta_1.0": {"context_noise_prob": 0.5, "ce_coef": 1.0},
-    # Sensitivity of the main arm to the training budget: 3× the steps, and 3× the learning rate.
-    "vapi_3x_steps": {"context_noise_prob": 0.5, "ce_coef": 0.1, "steps_multiplier": 3},
-    "vapi_3x_lr": {"context_noise_prob": 0.5, "ce_coef": 0.1, "lr_multiplier": 3},
+    "base": {"kind": "base"},
+    "base_tuned": {"kind": "base_tuned"},
+    "ce_only": {"kind": "ce_only", "context_noise_prob": 0.5},
+    "ce_clean": {"kind": "ce_only", "context_noise_prob": 0.0},
+    "vapi": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.1},
+    "reward_only": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.0},
+    "xi_0.0": {"kind": "vapi", "context_noise_prob": 0.0, "ce_coef": 0.1},
+    "xi_1.0": {"kind": "vapi", "context_noise_prob": 1.0, "ce_coef": 0.1},
+    "beta_0.01": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.01},
+    "beta_1.0": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 1.0},
 }
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse")
 LOWER_IS_BETTER = ("fid", "kid", "heldout_ce", "tf_recon_mse")
+#: The base's sampling frontier drawn on the test split (the choice itself is made on validation).
+FRONTIER_TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
+FRONTIER_TOP_K = (32, 128)
+
+# One benchmark state per worker process, built once by `_init_worker`.
+_STATE: dict = {}
 
 
 def train_dataset_with_codes(image_tokenizer, limit: int):
@@ -60,15 +83,21 @@ def train_dataset_with_codes(image_tokenizer, limit: int):
 
 def train_ce_only(policy, codes: torch.Tensor, labels: torch.Tensor, args, context_noise_prob: float, seed: int):
     """CE fine-tuning on ξ-corrupted contexts with the VA-π optimizer settings; `args.num_images` images per step."""
+    from vapi_trl import VAPiConfig
     from vapi_trl.objective import ce_prior, corrupt_context
 
+    defaults = VAPiConfig.__dataclass_fields__
     torch.manual_seed(seed)
+    # transformers exempts biases and norm weights from weight decay; the same split here.
     decay = [p for n, p in policy.named_parameters() if p.requires_grad and "norm" not in n and "bias" not in n]
     rest = [p for n, p in policy.named_parameters() if p.requires_grad and ("norm" in n or "bias" in n)]
-    # Same as the HF Trainer's AdamW for VAPiConfig defaults: weight decay 0 unless set, betas (0.9, 0.999).
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": rest}], lr=args.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": defaults["weight_decay"].default}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+        betas=(defaults["adam_beta1"].default, defaults["adam_beta2"].default),
+    )
     generator = torch.Generator().manual_seed(seed)
-    policy.train()
+    policy.train()  # the train-mode forward, as VA-π's default loss_forward_mode
     order = torch.randperm(len(codes), generator=generator)
     for step in range(args.steps):
         index = order[(step * args.num_images) % len(codes) :][: args.num_images]
@@ -78,28 +107,20 @@ def train_ce_only(policy, codes: torch.Tensor, labels: torch.Tensor, args, conte
         loss = ce_prior(logits, ids)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), defaults["max_grad_norm"].default)
         optimizer.step()
     return policy.eval()
 
 
-def train_vapi(
-    policy,
-    image_tokenizer,
-    dataset,
-    args,
-    context_noise_prob: float,
-    ce_coef: float,
-    seed: int,
-    steps_multiplier: int = 1,
-    lr_multiplier: float = 1.0,
-):
+def train_vapi(policy, image_tokenizer, dataset, args, context_noise_prob: float, ce_coef: float, seed: int):
+    """VA-π with `VAPiTrainer` (project defaults but the geometry, lr and the two arm parameters); the last log."""
+    from transformers import PrinterCallback
+
     from vapi_trl import VAPiConfig, VAPiTrainer
 
     with tempfile.TemporaryDirectory() as output_dir:
         config = VAPiConfig(
-            output_dir=output_dir, max_steps=args.steps * steps_multiplier,
-            learning_rate=args.learning_rate * lr_multiplier,
+            output_dir=output_dir, max_steps=args.steps, learning_rate=args.learning_rate,
             per_device_train_batch_size=args.num_images * args.num_generations, num_generations=args.num_generations,
             context_noise_prob=context_noise_prob, ce_coef=ce_coef, lpips_weight=1.0 if args.lpips else 0.0,
             bf16=False, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
@@ -107,133 +128,194 @@ def train_vapi(
         )  # fmt: skip
         policy.train()
         trainer = VAPiTrainer(model=policy, args=config, train_dataset=dataset, image_tokenizer=image_tokenizer)
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
         logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-        return trainer.policy.eval(), logs
+        return trainer.policy.eval(), (logs[-1] if logs else {})
 
 
-def plot(results: dict, path: str) -> None:
-    import matplotlib
+def _init_worker(args_dict: dict) -> None:
+    """Build the benchmark state of one process: tokenizer, classifiers, test and validation benchmarks, train rows."""
+    sys.path.insert(0, REPO)
+    args = argparse.Namespace(**args_dict)
+    torch.set_num_threads(args.threads)
+    from vapi_trl.demo import embedded
+    from vapi_trl.evaluation.small_benchmark import SmallBenchmark
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    arms = list(results["arms"])
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
-    for axis, metric in zip(axes.flat, METRICS):
-        means = [results["arms"][arm]["summary"][metric]["mean"] for arm in arms]
-        stds = [results["arms"][arm]["summary"][metric]["std"] for arm in arms]
-        colors = ["#888888" if arm == "base" else "#1f77b4" if arm == "vapi" else "#aec7e8" for arm in arms]
-        axis.bar(range(len(arms)), means, yerr=stds, color=colors, capsize=3)
-        floor = results["real_floor"].get(metric)
-        if floor is not None:
-            axis.axhline(floor, color="green", linestyle="--", linewidth=1, label="real floor")
-            axis.legend(fontsize=8)
-        axis.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
-        axis.set_title(f"{metric} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
-    axes.flat[-1].axis("off")
-    axes.flat[-1].text(
-        0, 0.5,
-        f"{results['settings']['steps']} steps, U={results['settings']['num_images']}, "
-        f"G={results['settings']['num_generations']}, lr={results['settings']['learning_rate']}\n"
-        f"{len(results['settings']['seeds'])} seeds, {results['settings']['eval_samples']} samples/eval\n"
-        "error bars: std over seeds",
-        fontsize=10,
+    image_tokenizer = embedded.load_image_tokenizer()
+    feature_classifier, heldout_classifier = embedded.load_classifiers()
+    benchmarks = {}
+    for split, samples in (("test", args.eval_samples), ("val", args.val_samples)):
+        images, labels = embedded.load_arrays(split)
+        benchmarks[split] = SmallBenchmark(
+            image_tokenizer, feature_classifier, heldout_classifier, images, labels, num_samples=samples
+        )
+    dataset, codes = train_dataset_with_codes(image_tokenizer, args.train_images)
+    _STATE.update(
+        args=args, image_tokenizer=image_tokenizer, benchmarks=benchmarks, dataset=dataset, codes=codes,
+        labels=torch.as_tensor(dataset["class_label"]),
     )  # fmt: skip
-    fig.suptitle("Small benchmark (embedded Fashion-MNIST, tiny LlamaGen): mean ± std over seeds")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+
+
+def run_job(job: dict) -> dict:
+    """One unit of work in a worker: a sampling-setting evaluation of the base, an exposure ladder, or one arm×seed."""
+    from vapi_trl.demo import embedded
+
+    args, benchmarks = _STATE["args"], _STATE["benchmarks"]
+    mark = time.perf_counter()
+    policy = embedded.load_policy()
+    if job["kind"] == "sampling":  # the base at one (τ, top-k) on one split
+        metrics = benchmarks[job["split"]].evaluate(
+            policy, seed=job["seed"], temperature=job["temperature"], top_k=job["top_k"]
+        )
+        return {**job, "metrics": metrics, "seconds": time.perf_counter() - mark}
+    if job["kind"] == "ladder":
+        ladder = benchmarks[job["split"]].exposure_ladder(policy, seed=job["seed"])
+        return {**job, "ladder": ladder, "seconds": time.perf_counter() - mark}
+    spec, seed, log = ARMS[job["arm"]], job["seed"], {}
+    sampling = job.get("sampling", {"temperature": 1.0, "top_k": 0})
+    if spec["kind"] == "ce_only":
+        policy = train_ce_only(policy, _STATE["codes"], _STATE["labels"], args, spec["context_noise_prob"], seed)
+    elif spec["kind"] == "vapi":
+        policy, log = train_vapi(
+            policy,
+            _STATE["image_tokenizer"],
+            _STATE["dataset"],
+            args,
+            spec["context_noise_prob"],
+            spec["ce_coef"],
+            seed,
+        )
+    train_s = time.perf_counter() - mark
+    metrics = benchmarks[args.split].evaluate(policy, seed=seed, **sampling)
+    return {
+        **job,
+        "metrics": metrics,
+        "last_train_log": log,
+        "train_s": train_s,
+        "evaluate_s": time.perf_counter() - mark - train_s,
+    }
+
+
+def _run_all(jobs: list[dict], pool, say) -> list[dict]:
+    results = []
+    runner = pool.map(run_job, jobs) if pool is not None else map(run_job, jobs)
+    for result in runner:
+        results.append(result)
+        label = result.get("arm") or f"{result['kind']} τ={result.get('temperature')} k={result.get('top_k')}"
+        shown = result.get("metrics") or result["ladder"]["free_running"]
+        say(f"{label} seed {result['seed']}: fid {shown['fid']:.3f} precision {shown['precision']:.3f} "
+            f"recall {shown['recall']:.3f}")  # fmt: skip
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None, help="Write the results to this JSON file.")
-    parser.add_argument("--plot", default=None, help="Write a bar chart of every metric (PNG) here.")
+    parser.add_argument("--plot", default=None, help="Write the precision–recall frontier and FID chart (PNG) here.")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="Where the arms are scored: `val` to choose a setting (steps, lr), `test` for the reported numbers.",
+    )
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--num-images", type=int, default=8, help="U: images per step.")
     parser.add_argument("--num-generations", type=int, default=8, help="G: samples per image.")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--train-images", type=int, default=5000)
-    parser.add_argument("--eval-samples", type=int, default=2000)
+    parser.add_argument("--eval-samples", type=int, default=2000, help="Free-running samples per test evaluation.")
+    parser.add_argument("--val-samples", type=int, default=1000, help="Samples per validation evaluation.")
+    parser.add_argument("--no-frontier", action="store_true", help="Skip the base's temperature/top-k sweep on test.")
     parser.add_argument("--lpips", action="store_true", help="Add LPIPS-VGG to the reward (needs cached weights).")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads; 1 is fastest for the tiny model on a shared machine.",
-    )
+    parser.add_argument("--workers", type=int, default=1, help="Worker processes (one job each at a time).")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker.")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from vapi_trl.demo import embedded
-    from vapi_trl.evaluation.small_benchmark import SmallBenchmark, summarize
-
+    if args.workers < 1 or args.threads < 1:
+        parser.error(f"--workers and --threads must be ≥ 1, got {args.workers} and {args.threads}.")
     started = time.perf_counter()
-    image_tokenizer = embedded.load_image_tokenizer()
-    feature_classifier, heldout_classifier = embedded.load_classifiers()
-    test_images, test_labels = embedded.load_arrays("test")
-    benchmark = SmallBenchmark(
-        image_tokenizer, feature_classifier, heldout_classifier, test_images, test_labels,
-        num_samples=args.eval_samples,
-    )  # fmt: skip
-    dataset, codes = train_dataset_with_codes(image_tokenizer, args.train_images)
-    labels = torch.as_tensor(dataset["class_label"])
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+    args_dict = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
+    _init_worker(args_dict)  # the main process scores the floor; workers build their own copy
+    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID, summarize
+
     results = {
-        "settings": {**{k: v for k, v in vars(args).items() if k not in ("json", "plot")}},
-        "real_floor": benchmark.real_floor(),
+        "settings": args_dict,
+        "real_floor": _STATE["benchmarks"][args.split].real_floor(),
         "arms": {},
     }
-    print(f"real floor: {json.dumps(results['real_floor'])}", flush=True)
-    for arm in args.arms:
-        spec = ARMS[arm]
-        runs, logs, seconds = [], [], []
-        for seed in args.seeds:
-            mark = time.perf_counter()
-            policy = embedded.load_policy()
-            if arm == "base":
-                pass
-            elif spec.get("ce_only"):
-                policy = train_ce_only(policy, codes, labels, args, spec["context_noise_prob"], seed)
-            else:
-                policy, log = train_vapi(
-                    policy,
-                    image_tokenizer,
-                    dataset,
-                    args,
-                    spec["context_noise_prob"],
-                    spec["ce_coef"],
-                    seed,
-                    spec.get("steps_multiplier", 1),
-                    spec.get("lr_multiplier", 1.0),
-                )
-                logs.append(log[-1] if log else {})
-            train_s = time.perf_counter() - mark
-            metrics = benchmark.evaluate(policy, seed=seed)
-            runs.append(metrics)
-            seconds.append({"train_s": train_s, "evaluate_s": time.perf_counter() - mark - train_s})
-            print(
-                f"{arm} seed {seed}: {json.dumps({k: round(v, 5) for k, v in metrics.items()})} "
-                f"({seconds[-1]['train_s']:.0f}s + {seconds[-1]['evaluate_s']:.0f}s)",
-                flush=True,
+    say(f"real floor ({args.split}): {json.dumps({k: round(v, 4) for k, v in results['real_floor'].items()})}")
+    first_seed = args.seeds[0]
+    jobs = [
+        {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
+        for t, k in SAMPLING_GRID
+    ]
+    if args.split == "test" and not args.no_frontier:
+        frontier = [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
+        jobs += [
+            {"kind": "sampling", "split": "test", "seed": first_seed, "temperature": t, "top_k": k}
+            for t, k in frontier
+        ]
+        jobs.append({"kind": "ladder", "split": "test", "seed": first_seed})
+    trained = [arm for arm in args.arms if arm != "base_tuned"]
+    jobs += [{"kind": "arm", "arm": arm, "seed": seed} for arm in trained for seed in args.seeds]
+    context = get_context("spawn")
+    pool = (
+        ProcessPoolExecutor(args.workers, mp_context=context, initializer=_init_worker, initargs=(args_dict,))
+        if args.workers > 1
+        else None
+    )
+    try:
+        done = _run_all(jobs, pool, say)
+        validation = [r for r in done if r["kind"] == "sampling" and r["split"] == "val"]
+        chosen = None
+        if "base_tuned" in args.arms:
+            best = min(validation, key=lambda r: r["metrics"]["fid"])
+            chosen = {"temperature": best["temperature"], "top_k": best["top_k"]}
+            say(f"best sampling on validation (FID): {chosen}")
+            done += _run_all(
+                [{"kind": "arm", "arm": "base_tuned", "seed": s, "sampling": chosen} for s in args.seeds], pool, say
             )
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    results["sampling_selection"] = {
+        "chosen": chosen,
+        "criterion": "lowest FID on the validation split, seed " + str(first_seed),
+        "validation_sweep": [{**{k: r[k] for k in ("temperature", "top_k")}, **r["metrics"]} for r in validation],
+    }
+    results["frontier_test"] = [
+        {**{k: r[k] for k in ("temperature", "top_k")}, **r["metrics"]}
+        for r in done
+        if r["kind"] == "sampling" and r["split"] == "test"
+    ]
+    ladder = [r for r in done if r["kind"] == "ladder"]
+    if ladder:
+        results["exposure_ladder"] = ladder[0]["ladder"]
+    for arm in args.arms:
+        runs = [r for r in done if r.get("arm") == arm]
         results["arms"][arm] = {
-            "spec": spec,
-            "runs": runs,
-            "summary": summarize(runs),
-            "last_train_log": logs,
-            "seconds": seconds,
+            "spec": {**ARMS[arm], **({"sampling": chosen} if arm == "base_tuned" else {})},
+            "runs": [r["metrics"] for r in runs],
+            "summary": summarize([r["metrics"] for r in runs]),
+            "last_train_log": [r["last_train_log"] for r in runs],
+            "seconds": [{"train_s": r["train_s"], "evaluate_s": r["evaluate_s"]} for r in runs],
         }
     results["total_s"] = time.perf_counter() - started
     results["environment"] = {
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "workers": args.workers,
+        "threads_per_worker": args.threads,
+        "cpu_count": os.cpu_count(),
         "device": "cuda" if torch.cuda.is_available() else platform.processor() or "cpu",
     }
     print(table(results))
+    say(f"total {results['total_s']:.0f}s")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
@@ -244,15 +326,72 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def table(results: dict) -> str:
-    """Markdown table: one row per arm, `mean ± std` per metric, and the real-data floor row."""
+    """Markdown table: one row per arm, `mean ± std` per metric, then the exposure ladder and the real-data floor."""
     header = "| arm | " + " | ".join(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in METRICS) + " |"
     lines = [header, "|---" * (len(METRICS) + 1) + "|"]
     for arm, data in results["arms"].items():
         cells = [f"{data['summary'][m]['mean']:.4g} ± {data['summary'][m]['std']:.2g}" for m in METRICS]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        name = arm
+        if arm == "base_tuned":
+            chosen = results["sampling_selection"]["chosen"]
+            name = f"base_tuned (τ={chosen['temperature']}, top-k={chosen['top_k'] or 'off'})"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for rung, metrics in results.get("exposure_ladder", {}).items():
+        cells = [f"{metrics[m]:.4g}" if m in metrics else "—" for m in METRICS]
+        lines.append(f"| base, {rung.replace('_', ' ')} (floor half) | " + " | ".join(cells) + " |")
     floor = results["real_floor"]
     lines.append("| real floor | " + " | ".join(f"{floor[m]:.4g}" if m in floor else "—" for m in METRICS) + " |")
     return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+    """Left: precision–recall of the base's temperature and top-k sweeps (test split) with every arm as a point
+    (mean ± std over seeds). Right: FID of every arm, mean ± std, with the real floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
+    frontier = results.get("frontier_test", [])
+    for name, rows, style in (
+        ("temperature (no top-k)", [r for r in frontier if r["top_k"] == 0], "o-"),
+        ("top-k (τ = 1)", [r for r in frontier if r["top_k"] > 0], "s--"),
+    ):
+        if rows:
+            left.plot([r["precision"] for r in rows], [r["recall"] for r in rows], style, color="#888888", label=name)
+            for r in rows:
+                tag = f"τ={r['temperature']}" if r["top_k"] == 0 else f"k={r['top_k']}"
+                left.annotate(tag, (r["precision"], r["recall"]), fontsize=7, color="#555555")
+    palette = plt.get_cmap("tab10")
+    arms = list(results["arms"])
+    for index, arm in enumerate(arms):
+        summary = results["arms"][arm]["summary"]
+        left.errorbar(
+            summary["precision"]["mean"], summary["recall"]["mean"], xerr=summary["precision"]["std"],
+            yerr=summary["recall"]["std"], fmt="*" if arm == "vapi" else "D", markersize=12 if arm == "vapi" else 7,
+            color=palette(index % 10), label=arm, capsize=2,
+        )  # fmt: skip
+    left.set_xlabel("precision ↑")
+    left.set_ylabel("recall ↑")
+    left.set_title("Precision–recall: the base's sampling frontier (grey) and every arm")
+    left.legend(fontsize=8, loc="best")
+    means = [results["arms"][arm]["summary"]["fid"]["mean"] for arm in arms]
+    stds = [results["arms"][arm]["summary"]["fid"]["std"] for arm in arms]
+    right.bar(range(len(arms)), means, yerr=stds, color=[palette(i % 10) for i in range(len(arms))], capsize=3)
+    right.axhline(results["real_floor"]["fid"], color="green", linestyle="--", linewidth=1, label="real floor")
+    right.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
+    right.set_title("FID ↓ (mean ± std over seeds)")
+    right.legend(fontsize=8)
+    settings = results["settings"]
+    fig.suptitle(
+        f"Small benchmark (Fashion-MNIST, 8×8 tokens, K=512): {settings['steps']} steps, U={settings['num_images']}, "
+        f"G={settings['num_generations']}, lr={settings['learning_rate']}, {len(settings['seeds'])} seeds, "
+        f"{settings['eval_samples']} samples/eval"
+    )
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

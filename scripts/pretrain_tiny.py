@@ -9,19 +9,25 @@ Source data: Debian's `dataset-fashion-mnist` package (MIT licence, Zalando Rese
 
 Steps (everything written under `vapi_trl/demo/`):
 
-1. Subset: from the 60 000 training images draw `--train` (pretraining and VA-π tuning) and a disjoint `--holdout`
-   (held-out classifier only); from the 10 000 test images draw `--test` (evaluation only). Class-balanced, shuffled,
-   stored uint8 28×28 in `data/fashion_mnist_subset.npz`; padded to 32×32 at load time.
-2. VQ (JanusVQVAE, 32 px → 4×4 grid, 256 codes): L1 + MSE reconstruction, codebook loss + 0.25 × commitment, on the
-   l2-normalised latent and codebook (cosine nearest code, as LlamaGen and `ImageTokenizerProcessor.encode`),
-   straight-through gradients, dead codes restarted from encoder outputs. Saved with
-   `ImageTokenizerProcessor.save_pretrained`.
-3. Policy (LlamaGen C2I, ~0.8M parameters): next-token cross-entropy on the VQ codes of `train`, AdamW, cosine
-   schedule. Saved with `save_pretrained` (safetensors).
+1. Splits: from the 60 000 training images hold out `--val` (early stopping, sampling-temperature and setting choice)
+   and a disjoint `--holdout` (held-out classifier only); the rest (56 000 by default) is the pretraining pool, and
+   `--train` of it are shipped as the VA-π tuning split (the paper also tunes on images its base was trained on).
+   From the 10 000 test images draw `--test` (evaluation only). Class-balanced, shuffled; the shipped splits are
+   stored uint8 28×28 in `data/fashion_mnist_subset.npz` and padded to 32×32 at load time. The pool itself is not
+   shipped (it is only needed here).
+2. VQ (JanusVQVAE, 32 px → `--grid`×`--grid` ids, `--codebook-size` codes; 8×8 and 512 by default): L1 + MSE
+   reconstruction, codebook loss + 0.25 × commitment, on the l2-normalised latent and codebook (cosine nearest code,
+   as LlamaGen and `ImageTokenizerProcessor.encode`), straight-through gradients, dead codes restarted from encoder
+   outputs. Trained on the pool. Saved with `ImageTokenizerProcessor.save_pretrained`.
+3. Policy (LlamaGen C2I, ~0.9M parameters, 64 tokens): next-token cross-entropy on the VQ codes of the pool with
+   the official label dropout (0.1, so the model is also unconditional, as LlamaGen's bases) and no other dropout,
+   AdamW, warm-up + cosine schedule over `--policy-steps`; the validation CE is measured every `--eval-every` steps
+   and the best state is kept (early stopping: the shipped base is the one with the lowest held-out CE, not an
+   overfit one). Saved with `save_pretrained` (safetensors).
 4. Classifiers: `SmallClassifier` trained on `train` (feature extractor for FID/KID/P-R) and on `holdout` (conditional
    accuracy).
-5. `weights/recipe.json`: settings, final losses, and the teacher-forced CE of the shipped policy on the first 64 test
-   images (a regression check for the shipped weights).
+5. `weights/recipe.json`: settings, final losses, the validation-CE curve, and the teacher-forced CE of the shipped
+   policy on the first 64 test images (a regression check for the shipped weights).
 """
 
 import argparse
@@ -90,30 +96,44 @@ def balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Generato
     return rng.permutation(np.concatenate(chosen))
 
 
-def build_subset(raw_dir: str, args) -> dict[str, np.ndarray]:
+def build_splits(raw_dir: str, args) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`(shipped, pool)`: the shipped splits (train ⊂ pool, val, holdout, test) and the pretraining pool."""
     rng = np.random.default_rng(args.seed)
     train_images = read_idx(os.path.join(raw_dir, "train-images-idx3-ubyte.gz"))
     train_labels = read_idx(os.path.join(raw_dir, "train-labels-idx1-ubyte.gz"))
     test_images = read_idx(os.path.join(raw_dir, "t10k-images-idx3-ubyte.gz"))
     test_labels = read_idx(os.path.join(raw_dir, "t10k-labels-idx1-ubyte.gz"))
-    train = balanced_indices(train_labels, args.train // 10, rng)
-    holdout = balanced_indices(train_labels, args.holdout // 10, rng, exclude=train)
+    val = balanced_indices(train_labels, args.val // 10, rng)
+    holdout = balanced_indices(train_labels, args.holdout // 10, rng, exclude=val)
+    pool = rng.permutation(np.setdiff1d(np.arange(len(train_labels)), np.concatenate([val, holdout])))
+    train = pool[balanced_indices(train_labels[pool], args.train // 10, rng)]
     test = balanced_indices(test_labels, args.test // 10, rng)
-    assert not set(train) & set(holdout)
-    return {
-        "train_images": train_images[train], "train_labels": train_labels[train].astype(np.int64),
-        "holdout_images": train_images[holdout], "holdout_labels": train_labels[holdout].astype(np.int64),
-        "test_images": test_images[test], "test_labels": test_labels[test].astype(np.int64),
-    }  # fmt: skip
+    assert not set(pool) & set(val) and not set(pool) & set(holdout) and not set(val) & set(holdout)
+
+    def split(images, labels, index):
+        return images[index], labels[index].astype(np.int64)
+
+    shipped = {}
+    for name, images, labels, index in (
+        ("train", train_images, train_labels, train), ("val", train_images, train_labels, val),
+        ("holdout", train_images, train_labels, holdout), ("test", test_images, test_labels, test),
+    ):  # fmt: skip
+        shipped[f"{name}_images"], shipped[f"{name}_labels"] = split(images, labels, index)
+    pool_images, pool_labels = split(train_images, train_labels, pool)
+    return shipped, {"images": pool_images, "labels": pool_labels}
 
 
-def vq_config(codebook_size: int):
+def vq_config(codebook_size: int, grid: int):
     from transformers import JanusVQVAEConfig
 
-    # 32 px, channel_multiplier of length 4 → 3 downsamplings → 4×4 grid; GroupNorm(32) needs ≥ 32 channels.
+    # 32 px; each entry of channel_multiplier after the first halves the resolution: [1, 2, 2] → 8×8, [1, 1, 2, 2] →
+    # 4×4. GroupNorm(32) needs ≥ 32 channels.
+    multipliers = {8: [1, 2, 2], 4: [1, 1, 2, 2], 16: [1, 2]}
+    if grid not in multipliers:
+        raise ValueError(f"--grid must be one of {sorted(multipliers)} (32 px images), got {grid}.")
     return JanusVQVAEConfig(
         embed_dim=16, num_embeddings=codebook_size, latent_channels=32, base_channels=32,
-        channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, num_patches=4, projection_dim=32,
+        channel_multiplier=multipliers[grid], num_res_blocks=1, num_patches=grid, projection_dim=32,
         image_token_embed_dim=32, num_hidden_layers=1,
     )  # fmt: skip
 
@@ -137,7 +157,7 @@ def train_vq(pixels: torch.Tensor, args, log) -> tuple[object, dict]:
     from transformers import JanusVQVAE
 
     torch.manual_seed(args.seed)
-    vq = JanusVQVAE(vq_config(args.codebook_size))
+    vq = JanusVQVAE(vq_config(args.codebook_size, args.grid))
     vq.train()
     optimizer = torch.optim.Adam(vq.parameters(), lr=args.vq_lr)
     generator = torch.Generator().manual_seed(args.seed)
@@ -176,26 +196,40 @@ def encode_all(image_tokenizer, pixels: torch.Tensor, batch_size: int = 500) -> 
     return torch.cat([image_tokenizer.encode(chunk) for chunk in pixels.split(batch_size)])
 
 
-def policy_config(codebook_size: int):
+def policy_config(codebook_size: int, num_tokens: int):
     from vapi_trl.models import LlamaGenConfig
 
+    # Label dropout as the official launchers (the base is also an unconditional model, sampled here without CFG,
+    # like the paper's bases); no other dropout: this base is far from overfitting its 56 000 images.
     return LlamaGenConfig(
         vocab_size=codebook_size, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=320,
-        block_size=16, num_classes=10,
+        block_size=num_tokens, num_classes=10, token_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0,
+        ffn_dropout_p=0.0, class_dropout_prob=0.1,
     )  # fmt: skip
 
 
-def teacher_forced_ce(policy, labels: torch.Tensor, ids: torch.Tensor) -> float:
+def teacher_forced_ce(policy, labels: torch.Tensor, ids: torch.Tensor, batch_size: int = 500) -> float:
+    """Mean next-token CE (nats/token) of `ids` `[N, T]` given clean contexts, eval mode."""
+    was_training = policy.training
+    policy.eval()
+    total = 0.0
     with torch.no_grad():
-        logits = policy(class_labels=labels, context_ids=ids[:, :-1]).logits
-        return F.cross_entropy(logits.flatten(0, 1), ids.flatten()).item()
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            logits = policy(class_labels=labels[start : start + batch_size], context_ids=chunk[:, :-1]).logits
+            total += F.cross_entropy(logits.flatten(0, 1), chunk.flatten(), reduction="sum").item()
+    policy.train(was_training)
+    return total / ids.numel()
 
 
-def train_policy(labels: torch.Tensor, ids: torch.Tensor, test_labels, test_ids, args, log) -> tuple[object, dict]:
+def train_policy(labels: torch.Tensor, ids: torch.Tensor, val_labels, val_ids, args, log) -> tuple[object, dict]:
+    """Next-token CE on `ids` `[N, T]`; the state with the lowest validation CE (checked every `--eval-every`)."""
+    import copy
+
     from vapi_trl.models import LlamaGenForClassToImage
 
     torch.manual_seed(args.seed)
-    policy = LlamaGenForClassToImage(policy_config(args.codebook_size))
+    policy = LlamaGenForClassToImage(policy_config(args.codebook_size, ids.shape[1]))
     policy.train()
     decay = [p for n, p in policy.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in policy.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
@@ -205,36 +239,39 @@ def train_policy(labels: torch.Tensor, ids: torch.Tensor, test_labels, test_ids,
         betas=(0.9, 0.95),
     )
     generator = torch.Generator().manual_seed(args.seed)
-    steps_per_epoch = math.ceil(len(ids) / args.policy_batch)
-    total = steps_per_epoch * args.policy_epochs
-    losses, step = [], 0
-    for epoch in range(args.policy_epochs):
-        order = torch.randperm(len(ids), generator=generator)
-        for start in range(0, len(ids), args.policy_batch):
-            index = order[start : start + args.policy_batch]
-            logits = policy(class_labels=labels[index], context_ids=ids[index, :-1]).logits
-            loss = F.cross_entropy(logits.flatten(0, 1), ids[index].flatten())
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            warm = min(1.0, (step + 1) / 50)
-            for group in optimizer.param_groups:
-                group["lr"] = args.policy_lr * warm * 0.5 * (1 + math.cos(math.pi * step / total))
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-        policy.eval()
-        test_ce = teacher_forced_ce(policy, test_labels, test_ids)
-        policy.train()
-        log(
-            f"policy epoch {epoch + 1}/{args.policy_epochs}: train CE {np.mean(losses[-steps_per_epoch:]):.4f}, "
-            f"test CE {test_ce:.4f}"
-        )
+    total = args.policy_steps
+    order, cursor = torch.randperm(len(ids), generator=generator), 0
+    losses, curve = [], []
+    best = (float("inf"), 0, None)
+    for step in range(total):
+        if cursor + args.policy_batch > len(ids):
+            order, cursor = torch.randperm(len(ids), generator=generator), 0
+        index = order[cursor : cursor + args.policy_batch]
+        cursor += args.policy_batch
+        logits = policy(class_labels=labels[index], context_ids=ids[index, :-1]).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), ids[index].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        warm = min(1.0, (step + 1) / 50)
+        for group in optimizer.param_groups:
+            group["lr"] = args.policy_lr * warm * 0.5 * (1 + math.cos(math.pi * step / total))
+        optimizer.step()
+        losses.append(loss.item())
+        if (step + 1) % args.eval_every == 0 or step + 1 == total:
+            val_ce = teacher_forced_ce(policy, val_labels, val_ids)
+            curve.append({"step": step + 1, "train_ce": float(np.mean(losses[-args.eval_every :])), "val_ce": val_ce})
+            if val_ce < best[0]:
+                best = (val_ce, step + 1, copy.deepcopy(policy.state_dict()))
+            log(f"policy step {step + 1}/{total}: train CE {curve[-1]['train_ce']:.4f}, val CE {val_ce:.4f}")
+    policy.load_state_dict(best[2])
     policy.eval()
     return policy, {
-        "final_train_ce": float(np.mean(losses[-steps_per_epoch:])),
-        "final_test_ce": teacher_forced_ce(policy, test_labels, test_ids),
-        "steps": step,
+        "best_val_ce": best[0],
+        "best_step": best[1],
+        "steps": total,
+        "epochs": round(total * args.policy_batch / len(ids), 2),
+        "val_ce_curve": curve,
     }
 
 
@@ -264,16 +301,19 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", default=DEMO, help="Demo folder to write data/ and weights/ into.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train", type=int, default=5000)
-    parser.add_argument("--holdout", type=int, default=2000)
-    parser.add_argument("--test", type=int, default=4000)
-    parser.add_argument("--codebook-size", type=int, default=256)
-    parser.add_argument("--vq-steps", type=int, default=600)
+    parser.add_argument("--train", type=int, default=5000, help="Shipped VA-π tuning split, drawn from the pool.")
+    parser.add_argument("--val", type=int, default=2000, help="Validation split (early stopping, setting choice).")
+    parser.add_argument("--holdout", type=int, default=2000, help="Held-out classifier split.")
+    parser.add_argument("--test", type=int, default=4000, help="Test split (evaluation only).")
+    parser.add_argument("--grid", type=int, default=8, help="Token grid per side (8 → 64 tokens per image).")
+    parser.add_argument("--codebook-size", type=int, default=512)
+    parser.add_argument("--vq-steps", type=int, default=800)
     parser.add_argument("--vq-batch", type=int, default=32)
     parser.add_argument("--vq-lr", type=float, default=3e-3)
-    parser.add_argument("--policy-epochs", type=int, default=12)
+    parser.add_argument("--policy-steps", type=int, default=700)
     parser.add_argument("--policy-batch", type=int, default=128)
     parser.add_argument("--policy-lr", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=50, help="Validation-CE interval (policy steps).")
     parser.add_argument("--classifier-epochs", type=int, default=10)
     parser.add_argument(
         "--classifiers-only",
@@ -313,20 +353,21 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(recipe, f, indent=2, ensure_ascii=False)
         return recipe
     os.makedirs(data_dir, exist_ok=True)
-    subset = build_subset(args.raw_dir, args)
+    subset, pool = build_splits(args.raw_dir, args)
     np.savez_compressed(os.path.join(data_dir, "fashion_mnist_subset.npz"), **subset)
     counts = ", ".join(f"{split} {len(subset[f'{split}_labels'])}" for split in embedded.SPLITS)
     with open(os.path.join(data_dir, "LICENSE"), "w") as f:
         f.write(LICENSE_TEXT.format(counts=counts, seed=args.seed))
     embedded.DATA_FILE = os.path.join(data_dir, "fashion_mnist_subset.npz")  # read back what was just written
     embedded._load_npz.cache_clear()
-    log(f"subset written: {counts}")
+    log(f"splits written: {counts}; pretraining pool {len(pool['labels'])} (not shipped)")
 
-    train_images, train_labels = embedded.load_arrays("train")
+    pool_pixels = embedded.to_pixels(embedded.pad_images(pool["images"]))
+    val_images, val_labels = embedded.load_arrays("val")
     test_images, test_labels = embedded.load_arrays("test")
-    train_pixels, test_pixels = embedded.to_pixels(train_images), embedded.to_pixels(test_images)
+    val_pixels, test_pixels = embedded.to_pixels(val_images), embedded.to_pixels(test_images)
 
-    vq, vq_stats = train_vq(train_pixels, args, log)
+    vq, vq_stats = train_vq(pool_pixels, args, log)
     image_tokenizer = ImageTokenizerProcessor.from_vq_model(vq, image_size=embedded.IMAGE_SIZE)
     # The dataset path (PIL → CLIPImageProcessor) must give the same pixels as `to_pixels` used for training.
     rows = embedded.load_dataset("test", limit=8)
@@ -334,16 +375,18 @@ def main(argv: list[str] | None = None) -> dict:
     mismatch = (via_processor - test_pixels[:8]).abs().max().item()
     if mismatch > 1e-5:
         raise RuntimeError(f"processor preprocessing differs from to_pixels by {mismatch}")
-    train_ids = encode_all(image_tokenizer, train_pixels)
-    test_ids = encode_all(image_tokenizer, test_pixels)
+    pool_ids = encode_all(image_tokenizer, pool_pixels)
+    val_ids, test_ids = encode_all(image_tokenizer, val_pixels), encode_all(image_tokenizer, test_pixels)
     with torch.no_grad():
         test_reconstruction = torch.cat([image_tokenizer.decode(c) for c in test_ids.split(500)])
     vq_stats["test_reconstruction_mse_pm1"] = (test_reconstruction - test_pixels).pow(2).mean().item()
-    vq_stats["codes_used_train"] = int(train_ids.unique().numel())
+    vq_stats["codes_used_pool"] = int(pool_ids.unique().numel())
     log(f"vq: {vq_stats}")
 
-    train_labels_t, test_labels_t = torch.from_numpy(train_labels), torch.from_numpy(test_labels)
-    policy, policy_stats = train_policy(train_labels_t, train_ids, test_labels_t, test_ids, args, log)
+    pool_labels, val_labels_t = torch.from_numpy(pool["labels"]), torch.from_numpy(val_labels)
+    test_labels_t = torch.from_numpy(test_labels)
+    policy, policy_stats = train_policy(pool_labels, pool_ids, val_labels_t, val_ids, args, log)
+    policy_stats["test_ce"] = teacher_forced_ce(policy, test_labels_t, test_ids)
 
     if os.path.isdir(weights_dir):
         shutil.rmtree(weights_dir)
@@ -359,16 +402,17 @@ def main(argv: list[str] | None = None) -> dict:
         "data": {
             "source": "Fashion-MNIST (Debian dataset-fashion-mnist), MIT",
             "counts": counts,
+            "pretraining_pool": len(pool["labels"]),
             "image_size": embedded.IMAGE_SIZE,
             "padding": "28→32 zero border",
         },
         "image_tokenizer": {
-            "config": "JanusVQVAE 32 px, 4×4 grid, 256 codes, embed_dim 16",
+            "config": f"JanusVQVAE 32 px, {args.grid}×{args.grid} grid, {args.codebook_size} codes, embed_dim 16",
             "parameters": sum(p.numel() for p in vq.parameters()),
             **vq_stats,
         },
         "policy": {
-            "config": "LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, 16 tokens",
+            "config": f"LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, {args.grid**2} tokens, label dropout 0.1",
             "parameters": sum(p.numel() for p in policy.parameters()),
             **policy_stats,
         },

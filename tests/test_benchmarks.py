@@ -38,3 +38,36 @@ def test_rollout_speed_benchmark_runs_on_the_tiny_config(tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == report
     text = json.dumps(report)
     assert "tiny" in text and "grpo" in text.lower()
+
+
+@pytest.mark.slow
+def test_reproduce_small_runs_every_kind_of_job_and_chooses_sampling_on_validation(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    sys.modules.pop("reproduce_small", None)
+    import reproduce_small
+
+    path, picture = tmp_path / "small.json", tmp_path / "small.png"
+    results = reproduce_small.main(["--arms", "base", "base_tuned", "ce_only", "vapi", "--seeds", "0", "1",
+                                    "--steps", "2", "--num-images", "2", "--num-generations", "2",
+                                    "--train-images", "20", "--eval-samples", "60", "--val-samples", "30",
+                                    "--json", str(path), "--plot", str(picture)])  # fmt: skip
+    assert json.loads(path.read_text()) == json.loads(json.dumps(results))
+    assert picture.stat().st_size > 10_000
+    # The tuned base's setting is the lowest validation FID of the sweep; the test split never enters the choice.
+    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID
+
+    selection = results["sampling_selection"]
+    assert [(r["temperature"], r["top_k"]) for r in selection["validation_sweep"]] == list(SAMPLING_GRID)
+    best = min(selection["validation_sweep"], key=lambda r: r["fid"])
+    assert selection["chosen"] == {"temperature": best["temperature"], "top_k": best["top_k"]}
+    assert results["arms"]["base_tuned"]["spec"]["sampling"] == selection["chosen"]
+    frontier = reproduce_small.FRONTIER_TEMPERATURES + reproduce_small.FRONTIER_TOP_K
+    assert len(results["frontier_test"]) == len(frontier)
+    # The τ = 1, no-top-k point of the frontier is the base itself: same seed, same samples, same metrics.
+    at_one = next(r for r in results["frontier_test"] if r["temperature"] == 1.0 and r["top_k"] == 0)
+    for metric in reproduce_small.METRICS:
+        assert at_one[metric] == pytest.approx(results["arms"]["base"]["runs"][0][metric], rel=1e-6, abs=1e-9)
+        assert results["arms"]["vapi"]["summary"][metric]["n"] == 2
+    assert set(results["exposure_ladder"]) == {"vq_reconstruction", "teacher_forced_draw", "free_running"}
+    table = reproduce_small.table(results)
+    assert "base_tuned (τ=" in table and "real floor" in table and "teacher forced draw" in table

@@ -60,9 +60,11 @@ def test_small_classifier_roundtrip(tmp_path):
 
 def test_embedded_splits_are_disjoint_balanced_and_load_as_a_dataset():
     data = embedded._load_npz()
-    train = {row.tobytes() for row in data["train_images"]}
-    holdout = {row.tobytes() for row in data["holdout_images"]}
-    assert not train & holdout
+    # train (a part of the pretraining pool), val (early stopping, setting choice) and holdout (the held-out
+    # classifier) come from Fashion-MNIST's training set and must not share an image; test is its test set.
+    seen = {name: {row.tobytes() for row in data[f"{name}_images"]} for name in ("train", "val", "holdout")}
+    assert not seen["train"] & seen["val"] and not seen["train"] & seen["holdout"]
+    assert not seen["val"] & seen["holdout"]
     for split in embedded.SPLITS:
         images, labels = embedded.load_arrays(split)
         assert images.shape[1:] == (32, 32) and images.dtype == np.uint8

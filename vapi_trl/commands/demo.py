@@ -13,9 +13,11 @@ def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.Argu
         name,
         help=help,
         description=(
-            "Align the shipped tiny LlamaGen (Fashion-MNIST, 10 classes) with VA-π, offline, and write before/after "
-            "free-running samples, metrics (report.json) and the aligned checkpoint. No download: data and weights "
-            "ship with the package. Reward −(MSE + LPIPS) when the LPIPS backbone is cached locally, else −MSE."
+            "Align the shipped small LlamaGen (Fashion-MNIST, 10 classes, 8×8 tokens, 512 codes) with VA-π, offline, "
+            "and write base / aligned free-running samples side by side, metrics of the base, the temperature-tuned "
+            "base (τ/top-k chosen on the validation split) and the aligned policy (report.json), and the aligned "
+            "checkpoint. No download: data and weights ship with the package. Reward −(MSE + LPIPS) when the LPIPS "
+            "backbone is cached locally, else −MSE."
         ),
     )
     add_argument(
@@ -35,6 +37,14 @@ def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.Argu
         default=defaults.eval_samples,
         help="Free-running samples per evaluation, before and after (default: %(default)s, at most 2000: the "
         "held-out test split holds 2 × 2000 images for the real-vs-real floor).",
+    )
+    add_argument(
+        parser,
+        "--val_samples",
+        type=int,
+        default=defaults.val_samples,
+        help="Samples per validation evaluation of the base's temperature/top-k sweep (default: %(default)s, at most "
+        "1000).",
     )
     add_argument(
         parser,
@@ -103,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         steps=args.steps, num_images=args.num_images, num_generations=args.num_generations,
         learning_rate=args.learning_rate, context_noise_prob=args.context_noise_prob, ce_coef=args.ce_coef,
-        eval_samples=args.eval_samples, seed=args.seed,
+        eval_samples=args.eval_samples, val_samples=args.val_samples, seed=args.seed,
     )  # fmt: skip
     import torch
 
@@ -116,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(previous_threads)
     print(format_report(report))
     print(
-        f"Wrote {args.output_dir}/report.json, samples_before.png, samples_after.png and the aligned policy in "
-        f"{args.output_dir}/policy"
+        f"Wrote {args.output_dir}/report.json, side_by_side.png (base | aligned), samples_before.png, "
+        f"samples_tuned_base.png, samples_after.png and the aligned policy in {args.output_dir}/policy"
     )
     return 0

@@ -2,11 +2,12 @@
 
 Everything here loads from files under `vapi_trl/demo/` (no download, no Hub access):
 
-- `data/fashion_mnist_subset.npz`: uint8 28×28 grayscale images and int64 labels in three disjoint splits, `train`
-  (pretraining and VA-π tuning), `holdout` (trains the held-out classifier only) and `test` (evaluation only). See
-  `data/LICENSE` for the source and licence.
-- `weights/image_tokenizer/`: `ImageTokenizerProcessor` (JanusVQVAE, 32 px → 4×4 ids, 256 codes).
-- `weights/policy/`: `LlamaGenForClassToImage` (10 classes, 16 image tokens).
+- `data/fashion_mnist_subset.npz`: uint8 28×28 grayscale images and int64 labels in four disjoint splits, `train`
+  (VA-π tuning; part of the 56 000-image pool the base was pretrained on), `val` (early stopping and every choice of
+  setting: sampling temperature, learning rate), `holdout` (trains the held-out classifier only) and `test`
+  (evaluation only). See `data/LICENSE` for the source and licence.
+- `weights/image_tokenizer/`: `ImageTokenizerProcessor` (JanusVQVAE, 32 px → 8×8 ids, 512 codes).
+- `weights/policy/`: `LlamaGenForClassToImage` (10 classes, 64 image tokens, label dropout 0.1).
 - `weights/classifiers/{feature,heldout}/`: the small CNNs of the small benchmark (`SmallClassifier`).
 - `weights/recipe.json`: how `scripts/pretrain_tiny.py` produced them, final losses, and the reference
   teacher-forced loss of the shipped policy on a fixed test batch.
@@ -33,7 +34,7 @@ IMAGE_TOKENIZER_DIR = os.path.join(WEIGHTS_DIR, "image_tokenizer")
 CLASSIFIERS_DIR = os.path.join(WEIGHTS_DIR, "classifiers")
 RECIPE_FILE = os.path.join(WEIGHTS_DIR, "recipe.json")
 
-SPLITS = ("train", "holdout", "test")
+SPLITS = ("train", "val", "holdout", "test")
 IMAGE_SIZE = 32
 PAD = (IMAGE_SIZE - 28) // 2
 CLASS_NAMES = (
@@ -106,7 +107,7 @@ def load_policy():
 
 
 def load_image_tokenizer():
-    """The shipped `ImageTokenizerProcessor` (frozen fp32 JanusVQVAE, 32 px, 4×4 ids, 256 codes)."""
+    """The shipped `ImageTokenizerProcessor` (frozen fp32 JanusVQVAE, 32 px, 8×8 ids, 512 codes)."""
     from vapi_trl.models import ImageTokenizerProcessor
 
     if not os.path.isdir(IMAGE_TOKENIZER_DIR):

@@ -1,11 +1,15 @@
 """`vapi-trl demo`: VA-π end to end on the embedded Fashion-MNIST subset and the shipped tiny generator, on CPU.
 
-Loads the embedded base (VQ + LlamaGen policy) and data, scores free-running samples before training, runs
-`VAPiTrainer` for a few steps, scores again with the same sampling seeds and labels, and writes to `output_dir`:
+Loads the embedded base (VQ + LlamaGen policy, 8×8 tokens, 512 codes) and data, scores free-running samples before
+training, chooses the base's best sampling temperature / top-k on the *validation* split and scores the base at that
+setting too (the baseline a skeptic asks for: is VA-π more than a cheaper temperature?), runs `VAPiTrainer`, scores
+again at τ = 1 with the same sampling seeds and labels, and writes to `output_dir`:
 
-- `report.json`: settings, before/after metrics (see `vapi_trl.evaluation.small_benchmark`), the real-data floor of
-  each metric, the last training logs and wall-clock timings;
-- `samples_before.png`, `samples_after.png`: free-running samples, one row per class, identical seeds and labels;
+- `report.json`: settings, the metrics of the base, the temperature-tuned base and the aligned policy (see
+  `vapi_trl.evaluation.small_benchmark`), the real-data floor of each metric, the validation sweep, the last
+  training logs and wall-clock timings;
+- `side_by_side.png`: base | aligned, the same labels and sampling seeds, one row per class;
+- `samples_before.png`, `samples_tuned_base.png`, `samples_after.png`: the three grids on their own;
 - `policy/`: the aligned policy (`save_pretrained`, safetensors) and `image_tokenizer/`, the frozen VQ it decodes with.
 
 The reward is `−(MSE + LPIPS-VGG)` when the LPIPS backbone weights are in the local torch cache, otherwise `−MSE`
@@ -37,10 +41,13 @@ class DemoSettings:
         steps: optimizer steps of VA-π.
         num_images: source images per step (U); each gets `num_generations` teacher-forced samples (G).
         num_generations: G, samples per image (group size of the advantages).
-        learning_rate: AdamW learning rate (constant).
+        learning_rate: AdamW learning rate (constant); 1e-6, the paper's LlamaGen value, was also the best of
+            {1e-6, 3e-6, 1e-5, 1e-4} on the validation split (`docs/small_benchmark.md`).
         context_noise_prob: ξ, context corruption probability.
         ce_coef: β, weight of the clean-token cross-entropy prior.
         eval_samples: free-running samples per evaluation (balanced labels); the test split must hold twice as many.
+        val_samples: samples per validation evaluation of the sampling-setting sweep (the validation split holds
+            2 × 1000 images).
         grid_per_class: samples per class in the PNG grids.
         seed: training seed and sampling seed of the evaluations and grids.
         train_images: images of the embedded `train` split the trainer draws from.
@@ -49,16 +56,19 @@ class DemoSettings:
     steps: int = 50
     num_images: int = 8
     num_generations: int = 8
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-6
     context_noise_prob: float = 0.5
     ce_coef: float = 0.1
     eval_samples: int = 2000
+    val_samples: int = 500
     grid_per_class: int = 10
     seed: int = 0
     train_images: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_images", "num_generations", "eval_samples", "grid_per_class", "train_images"):
+        for name in (
+            "steps", "num_images", "num_generations", "eval_samples", "val_samples", "grid_per_class", "train_images",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}.")
         if self.num_generations < 2:
@@ -76,6 +86,11 @@ class DemoSettings:
                 f"eval_samples must be ≤ 2000 (the held-out test split holds 2 × 2000 images), got "
                 f"{self.eval_samples}."
             )
+        if not 20 <= self.val_samples <= 1000:
+            raise ValueError(
+                f"val_samples must be in [20, 1000] (the validation split holds 2 × 1000 images), got "
+                f"{self.val_samples}."
+            )
         if self.eval_samples < 20:
             raise ValueError(
                 f"eval_samples must be ≥ 20 (precision/recall and FID need a few per class), got {self.eval_samples}."
@@ -89,8 +104,8 @@ def lpips_available(net: str = "vgg") -> bool:
     return os.path.isfile(lpips_backbone_path(net))
 
 
-def save_grid(images: np.ndarray, path: str, columns: int, scale: int = 2) -> None:
-    """Tile uint8 RGB images `[N, H, W, 3]` row-major in `columns` columns (1 px gap); save a PNG upscaled ×scale."""
+def tile(images: np.ndarray, columns: int, scale: int = 2):
+    """uint8 RGB images `[N, H, W, 3]` row-major in `columns` columns (1 px white gap), as a PIL image upscaled ×scale."""
     from PIL import Image
 
     count, height, width, _ = images.shape
@@ -101,17 +116,45 @@ def save_grid(images: np.ndarray, path: str, columns: int, scale: int = 2) -> No
         top, left = 1 + row * (height + 1), 1 + column * (width + 1)
         canvas[top : top + height, left : left + width] = image
     picture = Image.fromarray(canvas)
-    picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
 
 
-def grid_samples(policy, image_tokenizer, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+def save_grid(images: np.ndarray, path: str, columns: int, scale: int = 2) -> None:
+    """`tile` saved as a PNG."""
+    tile(images, columns, scale).save(path)
+
+
+def grid_samples(
+    policy, image_tokenizer, num_classes: int, per_class: int, seed: int, temperature: float = 1.0, top_k: int = 0
+) -> np.ndarray:
     """Free-running samples, one row per class (`per_class` each), fixed seed: uint8 RGB `[C·per_class, H, W, 3]`."""
     import torch
 
     from vapi_trl.evaluation.small_benchmark import free_running_samples
 
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    return free_running_samples(policy, image_tokenizer, labels, seed=seed + 7919)
+    return free_running_samples(
+        policy, image_tokenizer, labels, seed=seed + 7919, temperature=temperature, top_k=top_k
+    )
+
+
+def save_side_by_side(panels: dict[str, np.ndarray], path: str, columns: int, scale: int = 3) -> None:
+    """
+    Grids of uint8 RGB images `[N, H, W, 3]` (same count each) side by side, each under its caption, one PNG.
+    """
+    from PIL import Image, ImageDraw
+
+    tiles = [tile(images, columns, scale) for images in panels.values()]
+    gap, header = 12, 22
+    picture = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) + 1), tiles[0].height + header + gap),
+                        "white")  # fmt: skip
+    draw = ImageDraw.Draw(picture)
+    left = gap
+    for caption, panel in zip(panels, tiles):
+        draw.text((left, 4), caption, fill="black")
+        picture.paste(panel, (left, header))
+        left += panel.width + gap
+    picture.save(path)
 
 
 def run_demo(
@@ -124,6 +167,8 @@ def run_demo(
     Returns:
         The report written to `report.json`.
     """
+    from vapi_trl.evaluation.small_benchmark import select_sampling
+
     settings = settings or DemoSettings()
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         raise ValueError(
@@ -139,7 +184,7 @@ def run_demo(
             print(f"[{time.perf_counter() - started:6.1f}s] {message}", flush=True)
 
     mark = time.perf_counter()
-    policy, image_tokenizer, train_dataset, benchmark = _load_embedded(settings)
+    policy, image_tokenizer, train_dataset, benchmark, validation = _load_embedded(settings)
     timings["load_s"] = time.perf_counter() - mark
     use_lpips = lpips_available("vgg")
     if use_lpips:
@@ -154,14 +199,18 @@ def run_demo(
     args = _training_args(settings, output_dir, use_lpips, progress)
     num_classes = policy.config.num_classes
 
-    def score(policy, when: str) -> dict[str, float]:
+    grids: dict[str, np.ndarray] = {}
+
+    def score(policy, when: str, temperature: float = 1.0, top_k: int = 0) -> dict[str, float]:
         """Benchmark metrics of `policy` and its sample grid `samples_{when}.png`, same seeds and labels each time."""
         mark = time.perf_counter()
-        metrics = benchmark.evaluate(policy, seed=settings.seed, progress=progress)
-        save_grid(
-            grid_samples(policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed),
-            os.path.join(output_dir, f"samples_{when}.png"), columns=settings.grid_per_class,
-        )  # fmt: skip
+        metrics = benchmark.evaluate(
+            policy, seed=settings.seed, progress=progress, temperature=temperature, top_k=top_k
+        )
+        grids[when] = grid_samples(
+            policy, image_tokenizer, num_classes, settings.grid_per_class, settings.seed, temperature, top_k
+        )
+        save_grid(grids[when], os.path.join(output_dir, f"samples_{when}.png"), columns=settings.grid_per_class)
         timings[f"evaluate_{when}_s"] = time.perf_counter() - mark
         return metrics
 
@@ -170,13 +219,26 @@ def run_demo(
     floor = benchmark.real_floor()
 
     mark = time.perf_counter()
+    say(
+        f"Choosing the base's sampling temperature / top-k on the validation split ({settings.val_samples} samples) ..."
+    )
+    chosen, sweep = select_sampling(policy, validation, seed=settings.seed)
+    timings["select_sampling_s"] = time.perf_counter() - mark
+    say(f"Scoring the base at τ={chosen['temperature']}, top-k={chosen['top_k'] or 'off'} ...")
+    tuned = score(policy, "tuned_base", **chosen)
+
+    mark = time.perf_counter()
     say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
     policy, logs = _align(policy, args, train_dataset, image_tokenizer, progress)
     timings["train_s"] = time.perf_counter() - mark
     timings["train_step_s"] = timings["train_s"] / settings.steps
 
-    say("Scoring the aligned policy with the same seeds and labels ...")
+    say("Scoring the aligned policy with the same seeds and labels (τ = 1, no top-k) ...")
     after = score(policy, "after")
+    save_side_by_side(
+        {"base (τ = 1)": grids["before"], f"aligned, {settings.steps} VA-π steps (τ = 1)": grids["after"]},
+        os.path.join(output_dir, "side_by_side.png"), columns=settings.grid_per_class,
+    )  # fmt: skip
 
     mark = time.perf_counter()
     policy.save_pretrained(os.path.join(output_dir, "policy"))
@@ -184,26 +246,30 @@ def run_demo(
     timings["save_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
 
-    report = _report(settings, use_lpips, args.lpips_weight, before, after, floor, logs, timings)
+    selection = {"chosen": chosen, "criterion": "lowest FID on the validation split", "validation_sweep": sweep}
+    report = _report(settings, use_lpips, args.lpips_weight, before, tuned, after, floor, selection, logs, timings)
     with open(os.path.join(output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)
     return report
 
 
 def _load_embedded(settings: DemoSettings):
-    """The shipped base policy and image tokenizer, the training rows and the benchmark on the held-out split."""
+    """The shipped base policy and image tokenizer, the training rows, the test and the validation benchmarks."""
     from vapi_trl.demo import embedded
     from vapi_trl.evaluation.small_benchmark import SmallBenchmark
 
     image_tokenizer = embedded.load_image_tokenizer()
     feature_classifier, heldout_classifier = embedded.load_classifiers()
-    test_images, test_labels = embedded.load_arrays("test")
-    benchmark = SmallBenchmark(
-        image_tokenizer, feature_classifier, heldout_classifier, test_images, test_labels,
-        num_samples=settings.eval_samples,
-    )  # fmt: skip
+    benchmarks = []
+    for split, samples in (("test", settings.eval_samples), ("val", settings.val_samples)):
+        images, labels = embedded.load_arrays(split)
+        benchmarks.append(
+            SmallBenchmark(
+                image_tokenizer, feature_classifier, heldout_classifier, images, labels, num_samples=samples
+            )
+        )
     train_dataset = embedded.load_dataset("train", limit=settings.train_images)
-    return embedded.load_policy(), image_tokenizer, train_dataset, benchmark
+    return embedded.load_policy(), image_tokenizer, train_dataset, *benchmarks
 
 
 def _training_args(settings: DemoSettings, output_dir: str, use_lpips: bool, progress: bool):
@@ -248,8 +314,10 @@ def _align(policy, args, train_dataset, image_tokenizer, progress: bool):
     return trainer.policy.eval(), [entry for entry in trainer.state.log_history if "loss" in entry]
 
 
-def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timings) -> dict[str, Any]:
-    """The `report.json` content: settings, before/after/floor metrics, training logs, timings, environment."""
+def _report(
+    settings, use_lpips, lpips_weight, before, tuned, after, floor, selection, logs, timings
+) -> dict[str, Any]:
+    """The `report.json` content: settings, base/tuned base/after/floor metrics, training logs, timings, environment."""
     import torch
 
     return {
@@ -258,19 +326,22 @@ def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timin
         "lpips_weight": lpips_weight,
         "metrics": {
             "before": before,
+            "tuned_base": tuned,
             "after": after,
             "delta": {key: after[key] - before[key] for key in before},
+            "delta_vs_tuned_base": {key: after[key] - tuned[key] for key in tuned},
             "real_floor": floor,
             "lower_is_better": ["fid", "kid", "heldout_ce", "tf_recon_mse"],
             "higher_is_better": ["precision", "recall", "class_accuracy"],
             "notes": (
-                "Free-running samples: KV-cache sampling, τ=1, no top-k/top-p, no CFG, balanced labels, same seed "
-                "before and after. FID/KID/precision/recall on SmallClassifier features against the first half of "
+                "Free-running samples: KV-cache sampling, no CFG, balanced labels, same seed for every column; τ=1 "
+                "and no top-k before and after, the validation-chosen τ/top-k for tuned_base. FID/KID/precision/recall on SmallClassifier features against the first half of "
                 "the held-out test split; class_accuracy by a classifier trained on a disjoint split; heldout_ce and "
                 "tf_recon_mse (MSE on the [-1, 1] scale of one teacher-forced draw per position, decoded) on test "
                 "images. real_floor: second test half vs first (tf_recon_mse: the VQ's own reconstruction error)."
             ),
         },
+        "sampling_selection": selection,
         "training_logs": [
             {
                 key: entry[key]
@@ -282,7 +353,9 @@ def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timin
         "timings": timings,
         "outputs": {
             "report": "report.json",
+            "side_by_side": "side_by_side.png",
             "samples_before": "samples_before.png",
+            "samples_tuned_base": "samples_tuned_base.png",
             "samples_after": "samples_after.png",
             "policy": "policy",
             "image_tokenizer": "image_tokenizer",
@@ -297,14 +370,20 @@ def _report(settings, use_lpips, lpips_weight, before, after, floor, logs, timin
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Before / after / real-floor table of a demo report, for the terminal."""
+    """Base / temperature-tuned base / aligned / real-floor table of a demo report, for the terminal."""
     metrics = report["metrics"]
-    lines = [f"{'metric':<16}{'before':>12}{'after':>12}{'real floor':>12}"]
+    chosen = report["sampling_selection"]["chosen"]
+    tuned = f"τ={chosen['temperature']:g},k={chosen['top_k'] or '-'}"
+    lines = [f"{'metric':<16}{'base':>12}{tuned:>14}{'aligned':>12}{'real floor':>12}"]
     for key, value in metrics["before"].items():
         floor = metrics["real_floor"].get(key)
         shown = f"{floor:>12.4f}" if floor is not None else f"{'—':>12}"
         arrow = "↓" if key in metrics["lower_is_better"] else "↑"
-        lines.append(f"{key + ' ' + arrow:<16}{value:>12.4f}{metrics['after'][key]:>12.4f}{shown}")
+        lines.append(
+            f"{key + ' ' + arrow:<16}{value:>12.4f}{metrics['tuned_base'][key]:>14.4f}{metrics['after'][key]:>12.4f}"
+            f"{shown}"
+        )
+    lines.append("base and aligned sampled at τ=1, no top-k; the tuned base at the validation-chosen setting.")
     timings = report["timings"]
     lines.append(
         f"reward: {report['reward']}; train {timings['train_s']:.1f}s ({timings['train_step_s']:.2f}s/step), "
@@ -313,4 +392,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DemoSettings", "format_report", "grid_samples", "lpips_available", "run_demo", "save_grid"]
+__all__ = [
+    "DemoSettings", "format_report", "grid_samples", "lpips_available", "run_demo", "save_grid", "save_side_by_side", "tile",
+]  # fmt: skip

@@ -168,10 +168,18 @@ def balanced_labels(num_samples: int, num_classes: int) -> torch.LongTensor:
 
 @torch.no_grad()
 def free_running_samples(
-    policy, image_tokenizer, labels: torch.LongTensor, seed: int, batch_size: int = 500, progress: bool = False
+    policy,
+    image_tokenizer,
+    labels: torch.LongTensor,
+    seed: int,
+    batch_size: int = 500,
+    progress: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
 ) -> np.ndarray:
     """
-    KV-cache AR samples (τ = 1, no filters, no CFG) for `labels` `[N]`, decoded: uint8 RGB `[N, H, W, 3]`.
+    KV-cache AR samples (no CFG; τ = 1 and no top-k unless given) for `labels` `[N]`, decoded: uint8 RGB
+    `[N, H, W, 3]`.
 
     Batch `b` draws from a generator seeded with `seed * 100003 + b`, so equal seeds and labels give equal images for
     any policy with the same vocabulary (the comparison uses common random numbers across arms).
@@ -184,7 +192,7 @@ def free_running_samples(
     chunks = labels.split(batch_size)
     for index, chunk in enumerate(tqdm(chunks, desc="sampling", unit="batch", disable=not progress, leave=False)):
         generator = torch.Generator(device=device).manual_seed(seed * 100_003 + index)
-        ids = policy.sample(chunk.to(device), generator=generator)
+        ids = policy.sample(chunk.to(device), temperature=temperature, top_k=top_k, generator=generator)
         images.append(image_tokenizer.batch_decode(ids, output_type="np"))
     return np.concatenate(images)
 
@@ -260,6 +268,7 @@ class SmallBenchmark:
         rgb = to_rgb_uint8(test_images)
         self.reference_images, self.floor_images = rgb[:num_samples], rgb[num_samples : 2 * num_samples]
         self.floor_labels = torch.as_tensor(test_labels[num_samples : 2 * num_samples])
+        self._floor_gray = test_images[num_samples : 2 * num_samples]
         self.reference_features = classify(feature_classifier, self.reference_images)["pool"]
         count = min(num_tf_images, num_samples)
         self.tf_pixels = to_pixels(test_images[:count])
@@ -273,16 +282,25 @@ class SmallBenchmark:
         return metrics
 
     def evaluate(
-        self, policy, seed: int, images: np.ndarray | None = None, progress: bool = False
+        self,
+        policy,
+        seed: int,
+        images: np.ndarray | None = None,
+        progress: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
     ) -> dict[str, float]:
         """
         All metrics of `policy` for sampling seed `seed`: fid, kid, precision, recall, class_accuracy (free-running
-        samples), heldout_ce, tf_recon_mse (teacher-forced on test images). Pass `images` (uint8 RGB `[N, H, W, 3]`,
-        balanced labels) to score already generated samples; `progress` shows a bar over the sampling batches.
+        samples at `temperature` / `top_k`, τ = 1 and no filter by default), heldout_ce, tf_recon_mse
+        (teacher-forced on test images, always τ = 1). Pass `images` (uint8 RGB `[N, H, W, 3]`, balanced labels) to
+        score already generated samples; `progress` shows a bar over the sampling batches.
         """
         labels = balanced_labels(self.num_samples, self.num_classes)
         if images is None:
-            images = free_running_samples(policy, self.image_tokenizer, labels, seed, progress=progress)
+            images = free_running_samples(
+                policy, self.image_tokenizer, labels, seed, progress=progress, temperature=temperature, top_k=top_k
+            )
         metrics = self._image_metrics(images, labels)
         metrics.update(
             teacher_forced_scores(policy, self.image_tokenizer, self.tf_pixels, self.tf_labels, self.tf_ids, seed)
@@ -299,6 +317,66 @@ class SmallBenchmark:
         reconstruction = self.image_tokenizer.decode(self.tf_ids)
         metrics["tf_recon_mse"] = (reconstruction - self.tf_pixels).pow(2).mean().item()
         return metrics
+
+    @torch.no_grad()
+    def exposure_ladder(self, policy, seed: int, batch_size: int = 500) -> dict[str, dict[str, float]]:
+        """
+        Where the free-running samples lose quality: FID/KID/P/R/class accuracy against the reference half for
+        images built from the *floor* half of the test split (so none is compared with itself):
+
+        - `vq_reconstruction`: the VQ's decode of their clean tokens (the tokenizer's ceiling);
+        - `teacher_forced_draw`: one token per position drawn (τ = 1) from `policy` given the clean context, decoded
+          (the policy without exposure bias);
+        - `free_running`: the policy's own samples for the same labels (what `evaluate` scores).
+
+        The gap between the last two is the exposure bias that VA-π's noisy-context training targets.
+        """
+        policy.eval()
+        device = next(policy.parameters()).device
+        pixels = to_pixels(self._floor_gray)
+        ids = torch.cat([self.image_tokenizer.encode(chunk) for chunk in pixels.split(batch_size)])
+        generator = torch.Generator(device=device).manual_seed(seed)
+        reconstructions, draws = [], []
+        for start in range(0, len(ids), batch_size):
+            chunk, label = ids[start : start + batch_size].to(device), self.floor_labels[start : start + batch_size]
+            reconstructions.append(self.image_tokenizer.batch_decode(chunk, output_type="np"))
+            logits = policy(class_labels=label.to(device), context_ids=chunk[:, :-1]).logits.float()
+            drawn = torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=generator).view(chunk.shape)
+            draws.append(self.image_tokenizer.batch_decode(drawn, output_type="np"))
+        free = free_running_samples(policy, self.image_tokenizer, self.floor_labels, seed)
+        return {
+            "vq_reconstruction": self._image_metrics(np.concatenate(reconstructions), self.floor_labels),
+            "teacher_forced_draw": self._image_metrics(np.concatenate(draws), self.floor_labels),
+            "free_running": self._image_metrics(free, self.floor_labels),
+        }
+
+
+#: The sampling settings `select_sampling` tries by default: a temperature sweep without a filter, and top-k at τ = 1.
+SAMPLING_GRID: tuple[tuple[float, int], ...] = (
+    (0.7, 0), (0.8, 0), (0.85, 0), (0.9, 0), (0.95, 0), (1.0, 0), (1.0, 32), (1.0, 64), (1.0, 128),
+)  # fmt: skip
+
+
+def select_sampling(
+    policy,
+    validation: SmallBenchmark,
+    seed: int,
+    grid: tuple[tuple[float, int], ...] = SAMPLING_GRID,
+    metric: str = "fid",
+) -> tuple[dict[str, float | int], list[dict[str, float]]]:
+    """
+    The base's best sampling setting, chosen on a *validation* benchmark (never the test split): the
+    `(temperature, top_k)` of `grid` with the lowest `metric` (lower is better).
+
+    Returns:
+        `({"temperature": τ, "top_k": k}, sweep)` where `sweep` lists every setting with its metrics.
+    """
+    sweep = []
+    for temperature, top_k in grid:
+        metrics = validation.evaluate(policy, seed=seed, temperature=temperature, top_k=top_k)
+        sweep.append({"temperature": temperature, "top_k": top_k, **metrics})
+    best = min(sweep, key=lambda row: row[metric])
+    return {"temperature": best["temperature"], "top_k": best["top_k"]}, sweep
 
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -355,6 +433,8 @@ __all__ = [
     "distribution_metrics",
     "free_running_samples",
     "kid",
+    "SAMPLING_GRID",
+    "select_sampling",
     "summarize",
     "teacher_forced_scores",
     "train_classifier",
