@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -276,7 +277,34 @@ class ConditionDropout(nn.Dropout):
         return torch.where(drop.view(-1, *[1] * (condition.dim() - 1)), null, condition)
 
 
-class ClassConditionMixin:
+class DeprecatedPrepareConditionMixin:
+    """`policy.prepare_condition(rows, processing_class)`, kept until vapi-trl 0.3: it delegates to the family
+    processor (`policy.processor_class`), which now turns dataset rows into the policy's condition tensors."""
+
+    # The family processor (`vapi_trl.models.processing_utils.ImageTokenPolicyProcessor` subclass); set per family.
+    processor_class: type | None = None
+
+    def prepare_condition(self, rows: list[dict], processing_class: Any = None) -> dict[str, torch.Tensor]:
+        """Deprecated: `processor.prepare_condition(rows, device)` of the family processor instead (see
+        `vapi_trl.models.processing_utils`). Builds it from `processing_class` (the text tokenizer/encoder, or
+        already a family processor), records what the policy reads from it, and returns its condition tensors on
+        the policy's device."""
+        warnings.warn(
+            f"`{type(self).__name__}.prepare_condition(rows, processing_class)` is deprecated and will be removed in "
+            f"vapi-trl 0.3: the family processor prepares inputs, `{self.processor_class.__name__}.from_policy("
+            "policy, image_tokenizer, processing_class).prepare_condition(rows)`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if callable(getattr(processing_class, "prepare_policy", None)):
+            processor = processing_class
+        else:
+            processor = self.processor_class.from_policy(self, text_processor=processing_class)
+        processor.prepare_policy(self)
+        return processor.prepare_condition(rows, device=self.device)
+
+
+class ClassConditionMixin(DeprecatedPrepareConditionMixin):
     """The condition interface VAPiTrainer uses, for class-conditional policies (`config.num_classes` real classes;
     id `num_classes` is the null class of classifier-free guidance)."""
 
@@ -302,20 +330,6 @@ class ClassConditionMixin:
                 f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
             )
 
-    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
-        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
-
-        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
-        """
-        labels = torch.tensor([class_label_value(row["class_label"]) for row in rows], dtype=torch.long)
-        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
-                "remap the dataset's labels or use a policy trained on these classes."
-            )
-        return {"class_labels": labels.to(self.device)}
-
     def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
         labels = condition["class_labels"]
@@ -325,6 +339,7 @@ class ClassConditionMixin:
 __all__ = [
     "ClassConditionMixin",
     "ConditionDropout",
+    "DeprecatedPrepareConditionMixin",
     "ImageTokenLogitsOutput",
     "ImageTokenPolicyMixin",
     "StrictLoadingMixin",

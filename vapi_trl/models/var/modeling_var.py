@@ -33,6 +33,7 @@ from ..modeling_utils import (
     check_context_ids,
 )
 from .modeling_var_vqvae import VARVectorQuantizer
+from .processing_var import VARProcessor
 
 
 def scale_levels(patch_nums: list[int], device: torch.device | None = None) -> torch.LongTensor:
@@ -243,6 +244,9 @@ class VARForClassToImage(ClassConditionMixin, ImageTokenPolicyMixin, VARPreTrain
     weight follows the generic normal init, since the model is post-trained from checkpoints and near-identity blocks
     make random test models degenerate.
     """
+
+    # Turns dataset rows into `class_labels`.
+    processor_class = VARProcessor
 
     def __init__(self, config: VARConfig) -> None:
         super().__init__(config)
