@@ -416,7 +416,7 @@ def test_a_float_label_column_is_checked_at_load_time():
 
 
 def test_label_column_given_explicitly_is_the_one_used(tmp_path):
-    from vapi_trl.commands.train_c2i import load_c2i_dataset
+    from vapi_trl.data import load_c2i_dataset
 
     rng = np.random.default_rng(0)
     images = [PIL.Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(2)]

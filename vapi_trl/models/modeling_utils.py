@@ -1,6 +1,6 @@
-"""Pieces shared by the policy families: the teacher-forced output, strict loading (`from_pretrained` and the
-converters' state dicts), the converters' one reader of official checkpoints, sizes and checks of image-token
-policies, and the class-condition interface of VAPiTrainer."""
+"""Pieces shared by the policy families: the teacher-forced output, strict loading (one check and message,
+`strict_loading_error`, for `from_pretrained` and the converters' state dicts), the converters' one reader of official
+checkpoints, sizes and checks of image-token policies, and the class-condition interface of VAPiTrainer."""
 
 import argparse
 import math
@@ -32,8 +32,30 @@ class ImageTokenLogitsOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
+def strict_loading_error(
+    what: str, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str] = (), hint: str = ""
+) -> ValueError | None:
+    """
+    The error of a strict load that found missing, unexpected or mis-shaped weights, one line per kind with every key
+    (named after `what`, followed by `hint`), or `None` when nothing is wrong: the one message of both strict loaders
+    (`StrictLoadingMixin.from_pretrained` and the converters' `load_state_dict_strict`).
+    """
+    if not (missing or unexpected or mismatched):
+        return None
+    lines = [f"The {what} checkpoint does not match the model architecture."]
+    if missing:
+        lines.append(f"Missing keys ({len(missing)}): {format_keys(missing)}")
+    if unexpected:
+        lines.append(f"Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}")
+    if mismatched:
+        lines.append(f"Shape mismatches ({len(mismatched)}): {format_keys(mismatched, limit=8)}")
+    if hint:
+        lines.append(hint)
+    return ValueError("\n".join(lines))
+
+
 class StrictLoadingMixin:
-    """`from_pretrained` that raises on missing or unexpected weights.
+    """`from_pretrained` that raises on missing or unexpected weights (`strict_loading_error`).
 
     transformers only warns and re-initialises weights missing from a checkpoint, so a checkpoint of another
     architecture (e.g. fewer layers) would load silently with random layers. Subclasses name the converter to suggest
@@ -48,14 +70,15 @@ class StrictLoadingMixin:
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
-                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
-                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
-                f"describe the same architecture ({cls._conversion_hint}), or pass strict=False to load anyway."
-            )
+        error = strict_loading_error(
+            f"{os.fspath(pretrained_model_name_or_path)!r} ({cls.__name__}, {model.config.__class__.__name__})",
+            list(info.get("missing_keys", [])),
+            list(info.get("unexpected_keys", [])),
+            hint=f"Check that the checkpoint and config describe the same architecture ({cls._conversion_hint}), or "
+            "pass strict=False to load anyway.",
+        )
+        if strict and error is not None:
+            raise error
         return (model, info) if want_info else model
 
 
@@ -195,8 +218,9 @@ def load_state_dict_strict(
 ) -> None:
     """
     `model.load_state_dict(state_dict, strict=True, assign=True)` with one `ValueError` listing every missing,
-    unexpected and mis-shaped key (named after `what`, followed by `hint`) instead of PyTorch's first failure: the one
-    strict loader of the converters (`StrictLoadingMixin` is its `from_pretrained` counterpart).
+    unexpected and mis-shaped key (`strict_loading_error`, named after `what`, followed by `hint`) instead of PyTorch's
+    first failure: the converters' strict load (`StrictLoadingMixin` is its `from_pretrained` counterpart, with the
+    same check and message).
     """
     expected = model.state_dict()
     missing = [name for name in expected if name not in state_dict]
@@ -206,17 +230,9 @@ def load_state_dict_strict(
         for name in expected
         if name in state_dict and tuple(state_dict[name].shape) != tuple(expected[name].shape)
     ]
-    if missing or unexpected or mismatched:
-        lines = [f"The {what} checkpoint does not match the model architecture."]
-        if missing:
-            lines.append(f"Missing keys ({len(missing)}): {format_keys(missing)}")
-        if unexpected:
-            lines.append(f"Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}")
-        if mismatched:
-            lines.append(f"Shape mismatches ({len(mismatched)}): {format_keys(mismatched, limit=8)}")
-        if hint:
-            lines.append(hint)
-        raise ValueError("\n".join(lines))
+    error = strict_loading_error(what, missing, unexpected, mismatched, hint)
+    if error is not None:
+        raise error
     model.load_state_dict(state_dict, strict=True, assign=True)
     on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
     if on_meta:
@@ -348,4 +364,5 @@ __all__ = [
     "format_keys",
     "load_state_dict_strict",
     "read_official_state_dict",
+    "strict_loading_error",
 ]

@@ -91,6 +91,8 @@ class ImageTokenPolicyProcessor(ProcessorMixin):
     image_tokenizer_class: type = ImageTokenizerProcessor
     # Objects held as plain attributes and saved in their own subfolder (not in `processor_config.json`).
     _subfolder_attributes: tuple[str, ...] = ("image_tokenizer",)
+    # The held objects besides the image tokenizer that `from_pretrained` loads when their subfolder was saved.
+    _optional_subfolders: dict[str, type] = {}
 
     def __init__(self, *args: Any, image_tokenizer: ImageTokenizerProcessor | None = None, **kwargs: Any) -> None:
         if image_tokenizer is not None and not callable(getattr(image_tokenizer, "encode", None)):
@@ -193,13 +195,21 @@ class ImageTokenPolicyProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> ImageTokenPolicyProcessor:
         """
-        Load a folder written by `save_pretrained` (local or Hub): metadata, text sub-processor and
-        `image_tokenizer/`. Pass `image_tokenizer` to use a loaded one, or `load_image_tokenizer=False` for a
-        condition-only processor. A bare image-tokenizer folder (`processor_config.json` + `vq_model/`, the layout
-        before vapi-trl 0.2) loads as the image tokenizer, with the family metadata at its defaults, and warns.
+        Load a folder written by `save_pretrained` (local or Hub): metadata, text sub-processor, `image_tokenizer/`
+        and the family's other held objects (`_optional_subfolders`, e.g. LlamaGen's `text_encoder/`, when saved).
+        Pass `image_tokenizer` (or another held object by name) to use a loaded one, or `load_image_tokenizer=False`
+        for a condition-only processor. A bare image-tokenizer folder (`processor_config.json` + `vq_model/`, the
+        layout before vapi-trl 0.2) loads as the image tokenizer, with the family metadata at its defaults, and warns.
         """
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
-        if _is_legacy_image_tokenizer_folder(pretrained_model_name_or_path, hub_kwargs):
+        held = {name: kwargs.pop(name) for name in cls._optional_subfolders if name in kwargs}
+        legacy = _is_legacy_image_tokenizer_folder(pretrained_model_name_or_path, hub_kwargs)
+        if image_tokenizer is None and load_image_tokenizer:
+            subfolder = {} if legacy else {"subfolder": IMAGE_TOKENIZER_SUBFOLDER}
+            image_tokenizer = cls.image_tokenizer_class.from_pretrained(
+                pretrained_model_name_or_path, **subfolder, **hub_kwargs
+            )
+        if legacy:
             warnings.warn(
                 f"'{pretrained_model_name_or_path}' is an image-tokenizer folder (`processor_config.json` + "
                 f"`{VQ_MODEL_SUBFOLDER}/`), the layout before the family processors; loading it into {cls.__name__} "
@@ -207,17 +217,14 @@ class ImageTokenPolicyProcessor(ProcessorMixin):
                 FutureWarning,
                 stacklevel=2,
             )
-            if image_tokenizer is None and load_image_tokenizer:
-                image_tokenizer = cls.image_tokenizer_class.from_pretrained(
-                    pretrained_model_name_or_path, **hub_kwargs
-                )
             return cls._from_legacy_image_tokenizer(image_tokenizer)
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if image_tokenizer is None and load_image_tokenizer:
-            image_tokenizer = cls.image_tokenizer_class.from_pretrained(
-                pretrained_model_name_or_path, subfolder=IMAGE_TOKENIZER_SUBFOLDER, **hub_kwargs
-            )
         processor.image_tokenizer = image_tokenizer
+        for name, held_class in cls._optional_subfolders.items():
+            local = os.path.join(os.fspath(pretrained_model_name_or_path), name)
+            if held.get(name) is None and os.path.isdir(local):
+                held[name] = held_class.from_pretrained(local)
+            setattr(processor, name, held.get(name))
         return processor
 
     @classmethod

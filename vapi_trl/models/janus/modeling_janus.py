@@ -29,11 +29,13 @@ text generation from the aligned checkpoint then uses the updated embeddings as 
 
 from typing import Any
 
+from typing_extensions import Unpack
+
 import torch
 from torch import nn
 from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration
 
-from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, SamplingKwargs, token_sampler
 from ..modeling_utils import DeprecatedPrepareConditionMixin, ImageTokenLogitsOutput, check_context_ids
 from .processing_janus import JanusImageGenerationProcessor, janus_special_token_ids
 
@@ -313,11 +315,7 @@ class JanusForImageGeneration(DeprecatedPrepareConditionMixin, JanusForCondition
         prompt_ids: torch.LongTensor,
         prompt_mask: torch.LongTensor,
         cfg_scale: float = 5.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive image generation with a KV cache (evaluation sampling): CFG, then temperature,
@@ -327,16 +325,12 @@ class JanusForImageGeneration(DeprecatedPrepareConditionMixin, JanusForCondition
         Args:
             prompt_ids, prompt_mask (`torch.LongTensor` of shape `(batch_size, P)`): from `JanusImageGenerationProcessor`.
             cfg_scale (`float`, *optional*, defaults to `5.0`): guidance scale (GenEval protocol: 5); 1 disables CFG.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: codebook ids, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         start = self._start_decoding(prompt_ids, prompt_mask, cfg_scale)
         return sample_with_cache(*start, self.num_image_tokens, draw)
 

@@ -15,13 +15,15 @@ the attention output, `ffn_dropout_p` on the SwiGLU output, `attn_dropout_p` on 
 
 from typing import Any
 
+from typing_extensions import Unpack
+
 import torch
 from torch import nn
 from transformers import DynamicCache, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP
 
-from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, SamplingKwargs, token_sampler
 from ..modeling_utils import (
     ClassConditionMixin,
     ConditionDropout,
@@ -392,11 +394,7 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
         self,
         class_labels: torch.LongTensor,
         cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive sampling with a KV cache, as official `generate`: CFG, then temperature, top-k,
@@ -406,16 +404,12 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
             class_labels (`torch.LongTensor` of shape `(batch_size,)`): classes in `[0, num_classes]`.
             cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale; `!= 1` decodes cond and null-class
                 rows as one 2B batch that shares each drawn token.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         return sample_with_cache(*self._start_class_decoding(class_labels, cfg_scale), self.num_image_tokens, draw)
 
 
@@ -600,11 +594,7 @@ class LlamaGenForTextToImage(DeprecatedPrepareConditionMixin, _LlamaGenImageMode
         caption_embeds: torch.FloatTensor,
         caption_mask: torch.LongTensor,
         cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive sampling with a KV cache, as official `generate`: CFG with the null caption under
@@ -615,16 +605,12 @@ class LlamaGenForTextToImage(DeprecatedPrepareConditionMixin, _LlamaGenImageMode
             caption_embeds, caption_mask: as in `forward` (from `LlamaGenProcessor`).
             cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale; `!= 1` decodes cond and null rows as
                 one 2B batch sharing each drawn token.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         start = self._start_caption_decoding(caption_embeds, caption_mask, cfg_scale)
         return sample_with_cache(*start, self.num_image_tokens, draw)
 

@@ -9,7 +9,6 @@ encode-captions`), right-aligned into the `num_caption_slots` slots as the offic
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +53,7 @@ class LlamaGenProcessor(ImageTokenPolicyProcessor):
     """
 
     _subfolder_attributes = ("image_tokenizer", TEXT_ENCODER_SUBFOLDER)
+    _optional_subfolders = {TEXT_ENCODER_SUBFOLDER: T5CaptionEncoder}
 
     def __init__(
         self,
@@ -178,30 +178,6 @@ class LlamaGenProcessor(ImageTokenPolicyProcessor):
                     f"cls_token_num={config.cls_token_num}; build the encoder with max_length={config.cls_token_num}."
                 )
             self.num_caption_slots = config.cls_token_num
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        image_tokenizer: ImageTokenizerProcessor | None = None,
-        load_image_tokenizer: bool = True,
-        text_encoder: T5CaptionEncoder | None = None,
-        **kwargs: Any,
-    ) -> LlamaGenProcessor:
-        """`ImageTokenPolicyProcessor.from_pretrained`, with the T2I text encoder from `text_encoder/` (or the one
-        given)."""
-        processor = super().from_pretrained(
-            pretrained_model_name_or_path,
-            image_tokenizer=image_tokenizer,
-            load_image_tokenizer=load_image_tokenizer,
-            **kwargs,
-        )
-        if text_encoder is None and processor.task == "t2i":
-            local = os.path.join(os.fspath(pretrained_model_name_or_path), TEXT_ENCODER_SUBFOLDER)
-            if os.path.isdir(local):
-                text_encoder = T5CaptionEncoder.from_pretrained(local)
-        processor.text_encoder = text_encoder
-        return processor
 
 
 __all__ = ["LlamaGenProcessor"]
