@@ -73,14 +73,31 @@ C2I_RECIPE_DEFAULTS = {
 
 
 @dataclass
-class C2IScriptArguments(ScriptArguments):
+class ImageTokenizerScriptArguments(ScriptArguments):
     """
-    Data and model options of `train_llamagen_c2i.py`, on top of TRL's `ScriptArguments` (`dataset_name`,
+    The option of every LlamaGen/VAR training script on top of TRL's `ScriptArguments` (`dataset_name`,
     `dataset_config`, `dataset_train_split`, `dataset_streaming`).
 
     Parameters:
         image_tokenizer_path (`str`):
             `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
+    """
+
+    image_tokenizer_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
+        },
+    )
+
+
+@dataclass
+class C2IScriptArguments(ImageTokenizerScriptArguments):
+    """
+    Data options of `train_llamagen_c2i.py`, on top of `ImageTokenizerScriptArguments` (`image_tokenizer_path` and
+    TRL's `ScriptArguments`).
+
+    Parameters:
         train_dir (`str`, *optional*):
             ImageNet-style folder `<train_dir>/<wnid>/*.JPEG`; labels are the sorted folder names.
         image_column (`str`, *optional*, defaults to `"image"`):
@@ -96,12 +113,6 @@ class C2IScriptArguments(ScriptArguments):
             Decode every selected image once and drop (with a log record) those that fail.
     """
 
-    image_tokenizer_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
-        },
-    )
     train_dir: str | None = field(
         default=None,
         metadata={"help": "ImageNet-style folder <train_dir>/<wnid>/*.JPEG (labels: sorted folder names)."},
@@ -132,16 +143,13 @@ def load_c2i_dataset_from_args(script_args: C2IScriptArguments):
     """`vapi_trl.data.load_c2i_dataset` with the data options of `script_args` (`C2IScriptArguments`)."""
     from vapi_trl.data import load_c2i_dataset
 
+    # The options named as `load_c2i_dataset`'s parameters; TRL's split and config options are renamed.
+    same = ("train_dir", "dataset_name", "image_column", "label_column", "images_per_class", "subset_seed")
     return load_c2i_dataset(
-        train_dir=script_args.train_dir,
-        dataset_name=script_args.dataset_name,
         split=script_args.dataset_train_split,
-        image_column=script_args.image_column,
-        label_column=script_args.label_column,
         config_name=script_args.dataset_config,
-        images_per_class=script_args.images_per_class,
-        subset_seed=script_args.subset_seed,
         verify_images=script_args.verify_images,
+        **{name: getattr(script_args, name) for name in same},
     )
 
 
@@ -166,6 +174,7 @@ if __name__ == "__main__":
 
 __all__ = [
     "C2IScriptArguments",
+    "ImageTokenizerScriptArguments",
     "C2I_RECIPE_DEFAULTS",
     "load_c2i_dataset_from_args",
     "main",

@@ -34,11 +34,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments
+from trl import ModelConfig
 
 from vapi_trl.commands._common import load_image_tokenizer, load_policy, make_train_parser
 from vapi_trl.commands._common import run_training, train_command_main
-from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS, POLICY_SOURCE
+from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS, POLICY_SOURCE, ImageTokenizerScriptArguments
 from vapi_trl.config import VAPiConfig
 
 # T2I recipe (algorithm.md §3): the C2I recipe with 200 steps and ξ = 0.5; `learning_rate` stays required (1e-6).
@@ -51,14 +51,12 @@ T2I_RECIPE_DEFAULTS = {
 
 
 @dataclass
-class T2IScriptArguments(ScriptArguments):
+class T2IScriptArguments(ImageTokenizerScriptArguments):
     """
-    Data and model options of `train_llamagen_t2i.py`, on top of TRL's `ScriptArguments` (`dataset_name`,
-    `dataset_config`, `dataset_train_split`, `dataset_streaming`).
+    Data and text-encoder options of `train_llamagen_t2i.py`, on top of `ImageTokenizerScriptArguments`
+    (`image_tokenizer_path` and TRL's `ScriptArguments`).
 
     Parameters:
-        image_tokenizer_path (`str`):
-            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
         text_encoder_name_or_path (`str`, *optional*, defaults to `"google/flan-t5-xl"`):
             T5 checkpoint (Hub id or folder) or a `T5CaptionEncoder` folder; unused when the data has `caption_embeds`.
         text_encoder_dtype (`str`, *optional*, defaults to `"bfloat16"`):
@@ -77,12 +75,6 @@ class T2IScriptArguments(ScriptArguments):
             Decode every image once and drop (with a log record) those that fail.
     """
 
-    image_tokenizer_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
-        },
-    )
     text_encoder_name_or_path: str = field(
         default="google/flan-t5-xl",
         metadata={"help": "T5 checkpoint or T5CaptionEncoder folder (unused when the data has caption_embeds)."},
