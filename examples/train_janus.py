@@ -145,9 +145,13 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
     from transformers import AutoTokenizer
     from trl import get_peft_config
 
-    from vapi_trl.commands._common import policy_dtype, run_training
+    from vapi_trl.commands._common import load_policy, run_training
     from vapi_trl.data import load_image_dataset
-    from vapi_trl.models import JanusForImageGeneration, janus_image_tokenizer_from_pretrained
+    from vapi_trl.models import (
+        JanusForImageGeneration,
+        JanusImageGenerationProcessor,
+        janus_image_tokenizer_from_pretrained,
+    )
 
     if script_args.dataset_name is None:
         raise ValueError("--dataset_name is required: a Hub id or a local folder with image and caption columns.")
@@ -161,11 +165,12 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
         image_tokenizer = janus_image_tokenizer_from_pretrained(model_id, revision=model_args.model_revision)
 
     # fp32 master weights by default (bf16 weights cannot hold lr-1e-7 updates); autocast comes from --bf16.
-    model = JanusForImageGeneration.from_pretrained(
-        model_id, dtype=policy_dtype(model_args), attn_implementation=model_args.attn_implementation, **hub_kwargs
+    model = load_policy(
+        JanusForImageGeneration, model_args, "a transformers-format Janus(-Pro) checkpoint", **hub_kwargs
     )
     tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path or model_id, **hub_kwargs)
-    model.set_special_token_ids(tokenizer)
+    # The trainer records the special ids in the policy's generation_config once (`prepare_policy`).
+    processor = JanusImageGenerationProcessor(tokenizer, image_tokenizer=image_tokenizer)
 
     peft_config = get_peft_config(model_args)
     if peft_config is not None and model_args.lora_target_modules is None:
@@ -194,11 +199,10 @@ def main(script_args: JanusScriptArguments, training_args: VAPiConfig, model_arg
 
     run_training(
         model,
-        image_tokenizer,
+        processor,
         dataset,
         training_args,
         peft_config=peft_config,
-        processing_class=tokenizer,
         dataset_name=script_args.dataset_name,
         after_train=dump_parameter_checksums if script_args.dump_parameter_checksums else None,
     )

@@ -42,23 +42,17 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
     """Load the VAR policy, its tokenizer and the data, train, save the policy and the model card."""
-    from trl import get_peft_config
+    from vapi_trl.commands._common import load_image_tokenizer, load_policy, run_training
+    from vapi_trl.models import VARForClassToImage, VARImageTokenizerProcessor, VARProcessor
 
-    from vapi_trl.commands._common import policy_dtype, run_training
-    from vapi_trl.models import VARForClassToImage, VARImageTokenizerProcessor
-
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-var`.")
-    if script_args.image_tokenizer_path is None:
-        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `vapi-trl convert-var`.")
-    image_tokenizer = VARImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    model = VARForClassToImage.from_pretrained(model_args.model_name_or_path, dtype=policy_dtype(model_args))
+    image_tokenizer = load_image_tokenizer(VARImageTokenizerProcessor, script_args.image_tokenizer_path, "convert-var")
+    model = load_policy(VARForClassToImage, model_args, "the policy folder written by `vapi-trl convert-var`")
     return run_training(
         model,
-        image_tokenizer,
+        VARProcessor.from_policy(model, image_tokenizer),
         load_c2i_dataset_from_args(script_args),
         training_args,
-        peft_config=get_peft_config(model_args),
+        model_args=model_args,
         dataset_name=script_args.dataset_name or script_args.train_dir,
     )
 

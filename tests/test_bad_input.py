@@ -23,7 +23,7 @@ from vapi_trl.commands._common import check_output_folder, resolve_resume_checkp
 from vapi_trl.data import check_class_labels, check_image
 from vapi_trl.evaluation.geneval import GenEvalSettings, sample_geneval
 from vapi_trl.evaluation.metrics import load_images
-from vapi_trl.models import LlamaGenForClassToImage
+from vapi_trl.models import LlamaGenForClassToImage, LlamaGenProcessor
 from vapi_trl.provenance import OutputFolderError, fingerprint
 
 from .conftest import (
@@ -398,12 +398,13 @@ def test_config_rejects_bad_values(tmp_path, overrides, error, fragment):
 )
 def test_bad_class_labels_are_rejected_not_truncated(tiny_policy, value, error, fragment):
     with pytest.raises(error, match="class_label must be an integer class id") as info:
-        tiny_policy.prepare_condition([{"class_label": value}])
+        LlamaGenProcessor.from_policy(tiny_policy).prepare_condition([{"class_label": value}])
     assert fragment in str(info.value)
 
 
 def test_whole_float_and_numpy_labels_are_accepted(tiny_policy):
-    labels = tiny_policy.prepare_condition([{"class_label": 3.0}, {"class_label": np.int64(4)}])["class_labels"]
+    processor = LlamaGenProcessor.from_policy(tiny_policy)
+    labels = processor.prepare_condition([{"class_label": 3.0}, {"class_label": np.int64(4)}])["class_labels"]
     assert labels.tolist() == [3, 4] and labels.dtype == torch.long
 
 
@@ -415,7 +416,7 @@ def test_a_float_label_column_is_checked_at_load_time():
 
 
 def test_label_column_given_explicitly_is_the_one_used(tmp_path):
-    from vapi_trl.commands.train_c2i import load_c2i_dataset
+    from vapi_trl.data import load_c2i_dataset
 
     rng = np.random.default_rng(0)
     images = [PIL.Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for _ in range(2)]

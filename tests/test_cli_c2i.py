@@ -11,7 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from vapi_trl import cli
-from vapi_trl.commands.train_c2i import load_c2i_dataset, make_parser
+from vapi_trl.commands.train_c2i import make_parser
+from vapi_trl.data import load_c2i_dataset
 from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
 
 from .test_llamagen_convert import GPT_OVERRIDES, official_gpt_state_dict

@@ -14,6 +14,7 @@ from vapi_trl import VAPiConfig, VAPiTrainer
 from vapi_trl.models import (
     ImageTokenizerProcessor,
     JanusForImageGeneration,
+    JanusImageGenerationProcessor,
     janus_image_tokenizer_from_model,
     janus_image_tokenizer_from_pretrained,
     tokenize_janus_prompts,
@@ -27,7 +28,9 @@ CAPTIONS = ["a red cat", "the big blue dog on a table", "a photo of an apple"]
 
 
 def condition(model, tokenizer, captions=CAPTIONS):
-    return model.prepare_condition([{"prompt": caption} for caption in captions], tokenizer)
+    processor = JanusImageGenerationProcessor(tokenizer)
+    processor.prepare_policy(model)  # the special ids the unconditional prompt reads
+    return processor.prepare_condition([{"prompt": caption} for caption in captions], device=model.device)
 
 
 class ConditionalHalf(LogitsProcessor):
@@ -269,7 +272,7 @@ def test_train_push_to_hub_and_reload(tmp_path, tiny_janus, monkeypatch):
         if name.startswith(("model.vision_model", "model.aligner", "model.vqmodel"))
     )  # loading keeps the towers frozen
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    cond = reloaded.prepare_condition([{"prompt": "a red cat"}], tokenizer)
+    cond = condition(reloaded, tokenizer, ["a red cat"])
     context = torch.randint(0, 256, (1, 63))
     with torch.no_grad():
         assert torch.equal(

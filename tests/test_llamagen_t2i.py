@@ -28,7 +28,7 @@ from tests.test_llamagen_convert import (
     official_decoder,
     official_gpt_state_dict,
 )
-from vapi_trl.models import LlamaGenForTextToImage, T5CaptionEncoder
+from vapi_trl.models import LlamaGenForTextToImage, LlamaGenProcessor, T5CaptionEncoder
 from vapi_trl.models.llamagen.convert_llamagen_to_hf import convert_llamagen_checkpoints
 from vapi_trl.models.llamagen.text_encoder import pad_caption_features, right_align_captions
 
@@ -213,23 +213,24 @@ def test_cfg_uses_uncond_embedding_and_drop_condition():
     assert_close_scaled(guided, uncond + 4.0 * (cond - uncond))
 
 
-def test_prepare_condition_from_encoder_and_cached_features():
+def test_processor_condition_from_encoder_and_cached_features():
     model = make_tiny_llamagen_t2i()
     encoder = make_tiny_caption_encoder()
     rows = [{"prompt": "a red cat"}, {"prompt": "a photo of an apple"}]
-    condition = model.prepare_condition(rows, encoder)
+    processor = LlamaGenProcessor.from_policy(model, text_processor=encoder)
+    condition = processor.prepare_condition(rows)
     assert condition["caption_embeds"].shape == (2, SLOTS, T5_DIM)
     assert condition["caption_mask"].sum(1).tolist() == [4, 6]
     # compact cached rows (valid tokens only), as `encode-captions` writes them
     cached = [{"prompt": row["prompt"], "caption_embeds": e[m.bool()].tolist()} for row, e, m in
               zip(rows, condition["caption_embeds"], condition["caption_mask"])]  # fmt: skip
-    from_cache = model.prepare_condition(cached, processing_class=None)
+    from_cache = LlamaGenProcessor.from_policy(model).prepare_condition(cached)
     torch.testing.assert_close(from_cache["caption_embeds"], condition["caption_embeds"])
     assert torch.equal(from_cache["caption_mask"], condition["caption_mask"])
     with pytest.raises(ValueError, match="T5CaptionEncoder"):
-        model.prepare_condition(rows, processing_class=None)
+        LlamaGenProcessor.from_policy(model).prepare_condition(rows)
     with pytest.raises(ValueError, match="max_length=8"):
-        model.prepare_condition(rows, make_tiny_caption_encoder(max_length=6))
+        LlamaGenProcessor.from_policy(model, text_processor=make_tiny_caption_encoder(max_length=6))
     with pytest.raises(ValueError, match="cls_token_num, caption_dim"):
         model(torch.zeros(1, SLOTS, T5_DIM + 1), torch.ones(1, SLOTS, dtype=torch.long))
 

@@ -76,7 +76,7 @@ def test_trainer_names_what_a_policy_lacks(tmp_path, tiny_policy, tiny_image_tok
 
     with pytest.raises(
         TypeError,
-        match=r"lacks \['num_image_tokens', 'condition_columns', 'prepare_condition\(\)', "
+        match=r"lacks \['num_image_tokens', 'condition_columns', "
         r"'drop_condition\(\)', 'forward\(context_ids=...\)', 'forward\(cfg_scale=...\)'\]",
     ):
         check_policy(Incomplete())

@@ -8,6 +8,10 @@ Decoding check: the image column is cast to `Image(decode=False)`, every image i
 truncated files are caught, not only bad headers), failures are collected, logged and filtered out, and the column is
 cast back to `Image()` so rows reach the trainer as PIL images. Streaming datasets are checked lazily: each failure is
 logged when it is met, with a running count.
+
+The training sets of the commands and examples are loaded here too, in one place: `load_c2i_dataset` (an
+ImageNet-style folder or a dataset with class labels, optionally K images per class) and `load_t2i_dataset` (webdataset
+tar shards or a dataset with captions, optionally with pre-computed T5 features).
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import PIL.Image
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_dataset, load_from_disk
 from datasets import ClassLabel, Value
 from datasets import Image as ImageFeature
 
 logger = logging.getLogger(__name__)
+
+# Image extensions of webdataset shards, in the order they are looked for.
+_SHARD_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")
 
 # Error messages listed in one log record at most; the count is always complete.
 _MAX_REPORTED_ERRORS = 20
@@ -369,6 +378,135 @@ def load_image_dataset(
     return dataset
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The training sets of the commands and examples: class-to-image (ImageNet-style folders) and text-to-image (tar shards)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def select_per_class(dataset, images_per_class: int, seed: int = 0, column: str = "class_label"):
+    """The rows of `images_per_class` random images of each class (all of a smaller class), in dataset order."""
+    labels = np.asarray(dataset[column])
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        keep.append(rng.permutation(indices)[:images_per_class])
+    return dataset.select(np.sort(np.concatenate(keep)).tolist())
+
+
+def load_c2i_dataset(
+    train_dir: str | None = None,
+    dataset_name: str | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    label_column: str | None = None,
+    config_name: str | None = None,
+    images_per_class: int | None = None,
+    subset_seed: int = 0,
+    verify_images: bool = True,
+):
+    """
+    Class-to-image training rows (`image`, `class_label`, and `gt_ids` when present) from an ImageNet-style folder or a
+    `datasets` dataset, optionally `images_per_class` per class; undecodable images are dropped with a report.
+    """
+    if (train_dir is None) == (dataset_name is None):
+        raise ValueError("Give exactly one of --train_dir (ImageNet-style folder) and --dataset_name.")
+    if train_dir is not None:
+        # imagefolder labels are `ClassLabel(names=sorted(folder names))`: ImageNet wnids -> the standard ids.
+        source, kwargs = "imagefolder", {"data_dir": train_dir, "label_column": "label"}
+    else:
+        if label_column is None:
+            label_column = _default_label_column(dataset_name, split)
+        source, kwargs = dataset_name, {"label_column": label_column, "config_name": config_name}
+    dataset = load_image_dataset(
+        source, split=split, image_column=image_column, caption_column=None, verify_images=False, **kwargs
+    )
+    check_class_labels(dataset, name=repr(train_dir or dataset_name))  # before select_per_class groups by label
+    if images_per_class is not None:
+        dataset = select_per_class(dataset, images_per_class, seed=subset_seed)
+    if verify_images:
+        dataset, _ = drop_undecodable_images(dataset, "class_label", train_dir or dataset_name)
+    return dataset
+
+
+def _default_label_column(dataset_name: str, split: str) -> str:
+    """`label`, or `class_label` for a `save_to_disk` folder with that column and no `label` (`vapi-trl tokenize`)."""
+    if os.path.isdir(dataset_name):
+        try:
+            saved = load_from_disk(dataset_name)
+        except (FileNotFoundError, ValueError):
+            return "label"
+        if isinstance(saved, DatasetDict):
+            saved = saved[split] if split in saved else next(iter(saved.values()))
+        if "class_label" in saved.column_names and "label" not in saved.column_names:
+            return "class_label"
+    return "label"
+
+
+def _shard_image_column(tar_shards: str) -> str:
+    """The image extension of the first sample of the first shard in `tar_shards`."""
+    shards = sorted(name for name in os.listdir(tar_shards) if name.endswith(".tar"))
+    if not shards:
+        raise ValueError(f"--tar_shards {tar_shards!r} holds no .tar file.")
+    with tarfile.open(os.path.join(tar_shards, shards[0])) as tar:
+        for member in tar:
+            extension = member.name.rsplit(".", 1)[-1].lower()
+            if extension in _SHARD_IMAGE_COLUMNS:
+                return extension
+    raise ValueError(f"{shards[0]} has no image member with extension in {_SHARD_IMAGE_COLUMNS}.")
+
+
+def load_t2i_dataset(
+    dataset_name: str | None = None,
+    tar_shards: str | None = None,
+    split: str = "train",
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    config_name: str | None = None,
+    streaming: bool = False,
+    num_samples: int | None = None,
+    shuffle_seed: int | None = None,
+    verify_images: bool = True,
+):
+    """
+    Text-to-image training rows (`image`, `prompt`, and `caption_embeds` when pre-computed) from tar shards or a
+    `datasets` dataset; undecodable images and empty captions are dropped with a report.
+    """
+    if (dataset_name is None) == (tar_shards is None):
+        raise ValueError("Give exactly one of --tar_shards (webdataset tar folder) and --dataset_name.")
+    if tar_shards is not None:
+        if not os.path.isdir(tar_shards):
+            raise ValueError(f"--tar_shards must be a folder of .tar shards, got {tar_shards!r}.")
+        source, kwargs = "webdataset", {"data_dir": tar_shards}
+        image_column = image_column or _shard_image_column(tar_shards)
+        caption_column = caption_column or "txt"
+    else:
+        source, kwargs = dataset_name, {"config_name": config_name}
+        image_column, caption_column = image_column or "image", caption_column or "prompt"
+    dataset = load_image_dataset(
+        source,
+        split=split,
+        image_column=image_column,
+        caption_column=caption_column,
+        streaming=streaming,
+        num_samples=num_samples,
+        shuffle_seed=shuffle_seed,
+        verify_images=verify_images,
+        keep_columns=("caption_embeds", "caption_mask", "gt_ids"),
+        **kwargs,
+    )
+    if has_cached_features(dataset) and hasattr(dataset, "with_format"):
+        # numpy rows instead of nested lists of Python floats (120 x 2048 per caption)
+        columns = [name for name in ("caption_embeds", "caption_mask") if name in dataset.column_names]
+        dataset = dataset.with_format("numpy", columns=columns, output_all_columns=True)
+    return dataset
+
+
+def has_cached_features(dataset) -> bool:
+    """Whether the rows carry pre-computed `caption_embeds` (then no text encoder is needed)."""
+    return "caption_embeds" in (dataset.column_names or [])
+
+
 __all__ = [
     "DecodeReport",
     "ImageDecodeError",
@@ -379,6 +517,10 @@ __all__ = [
     "defer_image_decoding",
     "describe_image",
     "drop_undecodable_images",
+    "has_cached_features",
     "is_encoded_image",
+    "load_c2i_dataset",
     "load_image_dataset",
+    "load_t2i_dataset",
+    "select_per_class",
 ]

@@ -15,7 +15,9 @@ class PolicyOutput(Protocol):
 @runtime_checkable
 class ImageTokenPolicy(Protocol):
     """
-    A policy `VAPiTrainer` can post-train: a teacher-forced image-token generator with a rows-to-condition interface.
+    A policy `VAPiTrainer` can post-train: a teacher-forced image-token generator that takes tensors only. Its family
+    processor (`processor_class`, a `vapi_trl.models.ImageTokenPolicyProcessor`) turns dataset rows into the
+    condition tensors.
 
     `LlamaGenForClassToImage`, `LlamaGenForTextToImage`, `JanusForImageGeneration` and `VARForClassToImage` implement
     it; any other `PreTrainedModel` that does can be trained too. The trainer checks it at construction
@@ -26,15 +28,12 @@ class ImageTokenPolicy(Protocol):
         num_image_tokens (`int`): tokens N per image (the length of `target_ids`).
         condition_columns (`tuple[str, ...]`): dataset columns holding the condition, e.g. `("class_label",)` or
             `("prompt",)`.
+        processor_class (`type`, *optional*): the family processor; without it, pass the processor to the trainer.
     """
 
     codebook_size: int
     num_image_tokens: int
     condition_columns: tuple[str, ...]
-
-    def prepare_condition(self, rows: list[dict[str, Any]], processing_class: Any = None) -> dict[str, torch.Tensor]:
-        """Forward keyword arguments for the condition of dataset rows, each a tensor `(batch_size, ...)`."""
-        ...
 
     def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """`condition` with the rows where `drop` `(batch_size,)` bool is set replaced by the null condition."""
@@ -49,7 +48,7 @@ class ImageTokenPolicy(Protocol):
 
 
 _ATTRIBUTES = ("codebook_size", "num_image_tokens", "condition_columns")
-_METHODS = ("prepare_condition", "drop_condition", "forward")
+_METHODS = ("drop_condition", "forward")
 _FORWARD_ARGUMENTS = ("context_ids", "cfg_scale")
 
 
@@ -68,9 +67,9 @@ def check_policy(policy: Any) -> None:
     if missing:
         raise TypeError(
             f"{type(policy).__name__} is not an image-token policy VAPiTrainer can train: it lacks {missing}. A "
-            "policy exposes `codebook_size`, `num_image_tokens`, `condition_columns`, `prepare_condition(rows, "
-            "processing_class)`, `drop_condition(condition, drop)` and `forward(**condition, context_ids, cfg_scale)` "
-            "returning `.logits` (see `vapi_trl.policy.ImageTokenPolicy`)."
+            "policy exposes `codebook_size`, `num_image_tokens`, `condition_columns`, `drop_condition(condition, drop)` "
+            "and `forward(**condition, context_ids, cfg_scale)` returning `.logits` (see "
+            "`vapi_trl.policy.ImageTokenPolicy`); its processor turns rows into the condition."
         )
 
 

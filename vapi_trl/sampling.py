@@ -5,6 +5,7 @@ distribution the tokens were drawn from (see `algorithm.md` §5, "top-k/top-p ra
 """
 
 from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 
@@ -134,6 +135,26 @@ def guide_batch(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return apply_cfg(cond, uncond, cfg_scale)
 
 
+class SamplingKwargs(TypedDict, total=False):
+    """
+    The sampling settings every policy's `sample(**condition, cfg_scale, **sampling)` takes after the guidance scale,
+    bound by `token_sampler`.
+
+    Attributes:
+        temperature (`float`, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
+        top_k (`int`, defaults to `0`): top-k filter, `0` disables it.
+        top_p (`float`, defaults to `1.0`): nucleus filter, `1.0` disables it.
+        generator (`torch.Generator`, *optional*): RNG on the model's device.
+        greedy (`bool`, defaults to `False`): take the argmax at every step.
+    """
+
+    temperature: float
+    top_k: int
+    top_p: float
+    generator: torch.Generator | None
+    greedy: bool
+
+
 def token_sampler(
     temperature: float = 1.0,
     top_k: int = 0,
@@ -195,6 +216,7 @@ def feed_with_cache(
 
 
 __all__ = [
+    "SamplingKwargs",
     "apply_cfg",
     "check_sampling_filters",
     "check_temperature",

@@ -27,6 +27,7 @@ from .data import ImageDecodeError, check_dataset_columns, decode_image, defer_i
 from .data import is_encoded_image
 from .dropout import dropout_disabled, eval_mode
 from .image_logging import SampleGridLogger
+from .models.processing_utils import ImageTokenPolicyProcessor, processor_for_policy
 from .model_card import model_card_text
 from .objective import (
     ce_prior,
@@ -54,9 +55,12 @@ def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unused>": 0}, unk_token="<unused>")))
 
 
-def _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset) -> None:
+def _check_trainer_inputs(
+    model, args, processing_class, image_tokenizer, train_dataset, eval_dataset
+) -> ImageTokenPolicyProcessor:
     """Raise on arguments `VAPiTrainer` cannot train with, before anything is built: the config type, the policy
-    (`check_policy`) and its image tokenizer, and the datasets' columns."""
+    (`check_policy`), its family processor (`processor_for_policy`, then `prepare_policy`: image tokenizer, classes,
+    caption slots) and the datasets' columns. Returns the processor."""
     if not isinstance(args, VAPiConfig):
         raise TypeError(f"`args` must be a VAPiConfig, got {type(args).__name__}.")
     if isinstance(model, str):
@@ -64,18 +68,21 @@ def _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_data
             "VAPiTrainer needs an instantiated policy (e.g. `LlamaGenForClassToImage.from_pretrained(path)`), "
             f"got the string {model!r}."
         )
-    if image_tokenizer is None:
-        raise ValueError(
-            "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
-            "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`."
-        )
     policy = model.get_base_model() if hasattr(model, "get_base_model") else model
     check_policy(policy)
-    image_tokenizer.check_compatible(policy.codebook_size, policy.num_image_tokens)
+    processor = processor_for_policy(policy, processing_class, image_tokenizer)
+    if processor.image_tokenizer is None:
+        raise ValueError(
+            "VAPiTrainer needs the frozen `image_tokenizer` (an `ImageTokenizerProcessor`) that produced the "
+            "policy's codes, e.g. `ImageTokenizerProcessor.from_pretrained(path)`, passed as `image_tokenizer` or "
+            "held by the family processor passed as `processing_class`."
+        )
+    processor.prepare_policy(policy)
     condition_columns = tuple(policy.condition_columns)
     check_dataset_columns(train_dataset, "train_dataset", condition_columns)
     if eval_dataset is not None:
         check_dataset_columns(eval_dataset, "eval_dataset", condition_columns)
+    return processor
 
 
 def _build_pixel_reward(args: VAPiConfig, lpips_model=None) -> PixelReconstructionReward:
@@ -110,17 +117,18 @@ class VAPiTrainer(GRPOTrainer):
     ```python
     from datasets import load_dataset
     from vapi_trl import VAPiConfig, VAPiTrainer
-    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
+    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage, LlamaGenProcessor
 
     policy = LlamaGenForClassToImage.from_pretrained("path/to/llamagen-c2i")
     image_tokenizer = ImageTokenizerProcessor.from_pretrained("path/to/vq-tokenizer")
+    processor = LlamaGenProcessor.from_policy(policy, image_tokenizer)  # rows -> class_labels, + the VQ
     dataset = load_dataset("imagefolder", data_dir="train/")["train"].rename_column("label", "class_label")
     # LlamaGen C2I recipe per GPU: one image × G = 8 samples per micro-batch, 16 accumulation steps, 100 steps.
     args = VAPiConfig(
         output_dir="out", learning_rate=1e-6, per_device_train_batch_size=8, num_generations=8,
         gradient_accumulation_steps=16, max_steps=100, context_noise_prob=0.0, loss_forward_mode="train",
     )
-    trainer = VAPiTrainer(model=policy, args=args, train_dataset=dataset, image_tokenizer=image_tokenizer)
+    trainer = VAPiTrainer(model=policy, args=args, train_dataset=dataset, processing_class=processor)
     trainer.train()
     ```
 
@@ -129,17 +137,17 @@ class VAPiTrainer(GRPOTrainer):
             The policy, an [`~vapi_trl.policy.ImageTokenPolicy`] (checked here): its forward takes the condition
             kwargs and `context_ids` `[B, N−1]` (and `cfg_scale`) and returns `logits` `[B, N, K]` over the codebook,
             where index t predicts image token t. It exposes `codebook_size`, `num_image_tokens`, `condition_columns`
-            (dataset columns holding the condition, e.g. `("class_label",)`), `prepare_condition(rows,
-            processing_class) -> dict[str, Tensor]` and `drop_condition(condition, drop_mask) -> dict[str, Tensor]`
-            (the null condition, for label dropout).
+            (dataset columns holding the condition, e.g. `("class_label",)`), `drop_condition(condition, drop_mask)
+            -> dict[str, Tensor]` (the null condition, for label dropout) and `processor_class`, its family
+            processor.
         args ([`VAPiConfig`]):
             Training configuration; `learning_rate` must be set.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
             Rows with an `image` column (PIL images, any mode and size) and a `class_label` column (int in
             `[0, num_classes)`). An optional `gt_ids` column of pre-extracted tokens `[N]` skips the VQ encode.
-        image_tokenizer ([`~vapi_trl.models.ImageTokenizerProcessor`]):
+        image_tokenizer ([`~vapi_trl.models.ImageTokenizerProcessor`], *optional*):
             Frozen VQ tokenizer: `preprocess`, `encode`, `decode`. Kept out of the optimizer, of DDP/DeepSpeed
-            wrapping and of saved checkpoints.
+            wrapping and of saved checkpoints. Not needed when `processing_class` is a family processor holding it.
         reward_funcs (callable or list of callables, *optional*):
             Extra rewards added to the pixel-reconstruction reward, in TRL's convention:
             `f(prompts, completions, completion_ids, **columns) -> list[float]`, one value per sample, where
@@ -155,9 +163,12 @@ class VAPiTrainer(GRPOTrainer):
             Adapter to train instead of the full policy; pass `LoraConfig(task_type=None, ...)`.
         lpips_model (`lpips.LPIPS`, *optional*):
             A ready LPIPS network; by default one is built from `args.lpips_net` when `args.lpips_weight > 0`.
-        processing_class (tokenizer or processor, *optional*):
-            The text tokenizer/processor of a prompt-conditioned policy, handed to `prepare_condition` and saved with
-            checkpoints. Class-conditional policies need none.
+        processing_class ([`~vapi_trl.models.ImageTokenPolicyProcessor`], tokenizer or processor, *optional*):
+            The family processor (`LlamaGenProcessor`, `VARProcessor`, `JanusImageGenerationProcessor`) that turns
+            rows into the policy's condition tensors and holds the image tokenizer; the trainer calls it, never the
+            policy. Or, as before 0.2, the text tokenizer/encoder of a prompt-conditioned policy (none for
+            class-conditional ones), from which `policy.processor_class.from_policy` builds it. The text part is
+            saved with checkpoints, the image tokenizer never.
     """
 
     _tag_names = ["trl", "vapi", "image-generation"]
@@ -188,7 +199,10 @@ class VAPiTrainer(GRPOTrainer):
         lpips_model=None,
         processing_class=None,
     ):
-        _check_trainer_inputs(model, args, image_tokenizer, train_dataset, eval_dataset)
+        processor = _check_trainer_inputs(model, args, processing_class, image_tokenizer, train_dataset, eval_dataset)
+        # What is saved with checkpoints, as before the family processors: the text tokenizer/encoder (or what was
+        # passed in its place), never the image tokenizer.
+        text_processor = processor.text_processor if processing_class is processor else processing_class
         extra_rewards = (
             [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
         )
@@ -219,7 +233,7 @@ class VAPiTrainer(GRPOTrainer):
             eval_dataset=eval_dataset,
             # GRPO only needs a text tokenizer; any other processor (e.g. T5CaptionEncoder) would be taken for a VLM's.
             processing_class=(
-                processing_class if isinstance(processing_class, PreTrainedTokenizerBase) else _placeholder_tokenizer()
+                text_processor if isinstance(text_processor, PreTrainedTokenizerBase) else _placeholder_tokenizer()
             ),
             callbacks=callbacks,
             optimizers=optimizers,
@@ -227,13 +241,13 @@ class VAPiTrainer(GRPOTrainer):
         )
         # A text processor (prompt-conditioned policies) is saved with checkpoints; the placeholder is not. The image
         # tokenizer is frozen and stays with the base model.
-        self._text_processor = processing_class
-        self.processing_class = processing_class
+        self.processing_class = text_processor
+        self.processor = processor
 
         device = self.accelerator.device
         # Frozen modules are trainer attributes: never prepared (no DDP/DeepSpeed/FSDP wrapping), never optimised,
         # never saved. Every rank holds a full copy.
-        self.image_tokenizer = image_tokenizer.to(device)
+        self.image_tokenizer = processor.image_tokenizer.to(device)
         self.image_tokenizer.decode_chunk_size = args.decode_chunk_size
         self.pixel_reward = pixel_reward.to(device)
         self.extra_reward_funcs = extra_rewards
@@ -256,10 +270,10 @@ class VAPiTrainer(GRPOTrainer):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def _condition(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Policy keyword arguments for the condition of each image (e.g. `class_labels` `[U]`), from the policy.
-        Never dropped here: condition dropout belongs to the loss forward (`_compute_loss`), never to sampling."""
-        condition = self.policy.prepare_condition(rows, processing_class=self._text_processor)
-        return {key: value.to(self.accelerator.device) for key, value in condition.items()}
+        """Policy keyword arguments for the condition of each image (e.g. `class_labels` `[U]`), from the family
+        processor. Never dropped here: condition dropout belongs to the loss forward (`_compute_loss`), never to
+        sampling."""
+        return self.processor.prepare_condition(rows, device=self.accelerator.device)
 
     def _targets(self, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Original images `[U, 3, H, W]` in [-1, 1], their clean tokens x* `[U, N]`, and a `[U]` bool mask of the

@@ -138,6 +138,23 @@ def run_train_command(args: list[str] | None, parser, train: Callable) -> int:
     return 0
 
 
+def train_command_main(name: str, make_parser: Callable, train: Callable) -> Callable[[list[str] | None], int]:
+    """
+    The `main(args=None) -> int` of the training subcommand `name` (and of its example script): parses the arguments
+    after `vapi-trl <name>` (`None`: `sys.argv[1:]`) with `make_parser(prog="vapi-trl <name>")` and calls `train`
+    (`run_train_command`).
+    """
+
+    def main(args: list[str] | None = None) -> int:
+        return run_train_command(args, make_parser(prog=f"vapi-trl {name}"), train)
+
+    main.__doc__ = (
+        f"Entry point of `vapi-trl {name}` and of its example script: the arguments after `{name}`, or `None` for "
+        "`sys.argv[1:]`; returns the exit code."
+    )
+    return main
+
+
 # transformers' per-load/save bars, which interleave with the training logs and say nothing about progress.
 _QUIET_BARS = ("Loading weights", "Writing model shards")
 
@@ -173,24 +190,62 @@ def policy_dtype(model_args: Any):
     return model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
 
 
+def load_policy(policy_class: type, model_args: Any, source: str, **kwargs: Any):
+    """
+    The policy of a training script: `policy_class.from_pretrained(--model_name_or_path)` with the `--dtype` of
+    `policy_dtype` and `--attn_implementation` (and `kwargs`, e.g. `revision`).
+
+    Raises:
+        `ValueError` saying what to pass (`source`, e.g. "the policy folder written by `vapi-trl convert-var`") when
+        `--model_name_or_path` is missing.
+    """
+    if model_args.model_name_or_path is None:
+        raise ValueError(f"--model_name_or_path is required: {source}.")
+    return policy_class.from_pretrained(
+        model_args.model_name_or_path,
+        dtype=policy_dtype(model_args),
+        attn_implementation=model_args.attn_implementation,
+        **kwargs,
+    )
+
+
+def load_image_tokenizer(image_tokenizer_class: type, path: str | None, converter: str):
+    """
+    `image_tokenizer_class.from_pretrained(--image_tokenizer_path)` (an image-tokenizer folder, e.g.
+    `OUTPUT_DIR/image_tokenizer` of the converter).
+
+    Raises:
+        `ValueError` naming the converter when `--image_tokenizer_path` is missing.
+    """
+    if path is None:
+        raise ValueError(f"--image_tokenizer_path is required: the image_tokenizer folder of `vapi-trl {converter}`.")
+    return image_tokenizer_class.from_pretrained(path)
+
+
 def run_training(
     model: Any,
-    image_tokenizer: Any,
+    processor: Any,
     dataset: Any,
     training_args: Any,
+    model_args: Any = None,
     peft_config: Any = None,
-    processing_class: Any = None,
     dataset_name: str | None = None,
     after_train: Callable[[Any], None] | None = None,
 ):
     """
-    Build a `VAPiTrainer`, train (resuming from `training_args.resume_from_checkpoint`: `last`/`true` or a folder; a
-    fresh run refuses an `output_dir` that holds files unless `overwrite_output_dir`, see `resolve_resume_checkpoint`),
-    call `after_train(trainer)` if given, save the policy to `output_dir`, write the model card and push to the Hub
-    with `--push_to_hub`; returns the trainer.
+    The one training entry point of every training command and example: build a `VAPiTrainer` with the family
+    `processor` (rows -> the policy's condition, and the image tokenizer; `vapi_trl.models.processing_utils`) and the
+    PEFT adapter of `model_args` (`--use_peft`, unless `peft_config` is given), train (resuming from
+    `training_args.resume_from_checkpoint`: `last`/`true` or a folder; a fresh run refuses an `output_dir` that holds
+    files unless `overwrite_output_dir`, see `resolve_resume_checkpoint`), call `after_train(trainer)` if given, save
+    the policy to `output_dir`, write the model card and push to the Hub with `--push_to_hub`; returns the trainer.
     """
     from vapi_trl import VAPiTrainer
 
+    if peft_config is None and model_args is not None:
+        from trl import get_peft_config
+
+        peft_config = get_peft_config(model_args)  # `--use_peft` and the `--lora_*` options
     if getattr(training_args, "output_dir_checked", False):
         resume = training_args.resume_from_checkpoint
     else:
@@ -200,8 +255,7 @@ def run_training(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        image_tokenizer=image_tokenizer,
-        processing_class=processing_class,
+        processing_class=processor,
         peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=resume)
@@ -296,6 +350,28 @@ def add_resume_overwrite_argument(parser: argparse.ArgumentParser) -> None:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """Add `--device` (default: cuda if available, else cpu) to a command's parser."""
     add_argument(parser, "--device", default=None, help="Device (default: cuda if available, else cpu).")
+
+
+# The options of `add_sampling_arguments`, as `SamplingSettings` / `GenEvalSettings` fields.
+SAMPLING_OPTIONS = ("seed", "cfg_scale", "temperature", "top_k", "top_p", "bf16")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any], helps: dict[str, str]) -> None:
+    """
+    Add the sampling options of a sample writer (`sample`, `sample-geneval`): `--seed`, `--cfg_scale`,
+    `--temperature`, `--top_k`, `--top_p`, `--bf16` and `--resize`, with the command's `defaults` (for the first five
+    and `resize`) and `helps` (one per option).
+    """
+    types = {"seed": int, "cfg_scale": float, "temperature": float, "top_k": int, "top_p": float, "resize": int}
+    for name in ("seed", "cfg_scale", "temperature", "top_k", "top_p"):
+        add_argument(parser, f"--{name}", type=types[name], default=defaults[name], help=helps[name])
+    add_argument(parser, "--bf16", action="store_true", help=helps["bf16"])
+    add_argument(parser, "--resize", type=int, default=defaults["resize"], help=helps["resize"])
+
+
+def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings fields of the options of `add_sampling_arguments` (`resize` 0 -> `None`, the decoder's size)."""
+    return {name: getattr(args, name) for name in SAMPLING_OPTIONS} | {"resize": args.resize or None}
 
 
 def add_verify_images_argument(parser: argparse.ArgumentParser) -> None:

@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     """Cache the T5 caption features of the dataset named in `args`; returns the exit code."""
     import torch
 
-    from vapi_trl.commands.train_t2i import load_t2i_dataset
+    from vapi_trl.data import load_t2i_dataset
     from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
 
     check_output_folder(args.output_dir, args.overwrite)

@@ -3,6 +3,7 @@
 import argparse
 
 from vapi_trl.commands._common import add_argument, add_device_argument, add_resume_overwrite_argument
+from vapi_trl.commands._common import add_sampling_arguments, sampling_settings
 
 
 def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.ArgumentParser:
@@ -37,7 +38,6 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         default=32,
         help="Images per sampling call; part of the seeding, keep it when resuming (default 32).",
     )
-    add_argument(parser, "--seed", type=int, default=0, help="Global seed of labels and sampling (default 0).")
     add_argument(
         parser,
         "--label_scheme",
@@ -45,25 +45,18 @@ def make_parser(subparsers, name: str = "sample", help: str = "") -> argparse.Ar
         default="random",
         help="random: uniform random labels, as the reference sampler (default); balanced: i %% classes.",
     )
-    add_argument(
+    add_sampling_arguments(
         parser,
-        "--cfg_scale",
-        type=float,
-        default=1.0,
-        help="Classifier-free guidance; 1.0 = none (the 'without CFG' numbers).",
-    )
-    add_argument(parser, "--temperature", type=float, default=1.0, help="Sampling temperature (default 1.0).")
-    add_argument(parser, "--top_k", type=int, default=0, help="Top-k filter, 0 = off.")
-    add_argument(parser, "--top_p", type=float, default=1.0, help="Nucleus filter, 1 = off.")
-    add_argument(
-        parser, "--bf16", action="store_true", help="Run the policy under bf16 autocast (evaluation setting)."
-    )
-    add_argument(
-        parser,
-        "--resize",
-        type=int,
-        default=256,
-        help="Saved image side (bicubic, no antialias); 0 keeps the decoder resolution (default 256).",
+        {"seed": 0, "cfg_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "resize": 256},
+        {
+            "seed": "Global seed of labels and sampling (default 0).",
+            "cfg_scale": "Classifier-free guidance; 1.0 = none (the 'without CFG' numbers).",
+            "temperature": "Sampling temperature (default 1.0).",
+            "top_k": "Top-k filter, 0 = off.",
+            "top_p": "Nucleus filter, 1 = off.",
+            "bf16": "Run the policy under bf16 autocast (evaluation setting).",
+            "resize": "Saved image side (bicubic, no antialias); 0 keeps the decoder resolution (default 256).",
+        },
     )
     add_device_argument(parser)
     add_resume_overwrite_argument(parser)
@@ -89,14 +82,8 @@ def main(args: argparse.Namespace) -> int:
     settings = SamplingSettings(
         num_samples=args.num_samples,
         batch_size=args.batch_size,
-        seed=args.seed,
         label_scheme=args.label_scheme,
-        cfg_scale=args.cfg_scale,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        bf16=args.bf16,
-        resize=args.resize or None,
+        **sampling_settings(args),
         model_path=args.model_name_or_path,
         image_tokenizer_path=args.image_tokenizer_path,
     )

@@ -3,6 +3,7 @@
 import argparse
 
 from vapi_trl.commands._common import add_argument, add_device_argument, add_resume_overwrite_argument
+from vapi_trl.commands._common import add_sampling_arguments, sampling_settings
 
 
 def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> argparse.ArgumentParser:
@@ -55,24 +56,18 @@ def make_parser(subparsers, name: str = "sample-geneval", help: str = "") -> arg
     add_argument(
         parser, "--batch_size", type=int, default=4, help="Images per sampling call; part of the seeding (default 4)."
     )
-    add_argument(
+    add_sampling_arguments(
         parser,
-        "--cfg_scale",
-        type=float,
-        default=None,
-        help="Classifier-free guidance (default: Janus 5.0; LlamaGen 7.5, the official script's).",
-    )
-    add_argument(parser, "--temperature", type=float, default=None, help="Sampling temperature (default 1.0).")
-    add_argument(parser, "--top_k", type=int, default=None, help="Top-k, 0 = off (Janus 0, LlamaGen 2000).")
-    add_argument(parser, "--top_p", type=float, default=None, help="Nucleus filter, 1 = off (default).")
-    add_argument(parser, "--seed", type=int, default=0, help="Global seed (default 0).")
-    add_argument(parser, "--bf16", action="store_true", help="Run the policy under bf16 autocast.")
-    add_argument(
-        parser,
-        "--resize",
-        type=int,
-        default=0,
-        help="Saved image side (bicubic); 0 keeps the decoder resolution (default).",
+        {"seed": 0, "cfg_scale": None, "temperature": None, "top_k": None, "top_p": None, "resize": 0},
+        {
+            "seed": "Global seed (default 0).",
+            "cfg_scale": "Classifier-free guidance (default: Janus 5.0; LlamaGen 7.5, the official script's).",
+            "temperature": "Sampling temperature (default 1.0).",
+            "top_k": "Top-k, 0 = off (Janus 0, LlamaGen 2000).",
+            "top_p": "Nucleus filter, 1 = off (default).",
+            "bf16": "Run the policy under bf16 autocast.",
+            "resize": "Saved image side (bicubic); 0 keeps the decoder resolution (default).",
+        },
     )
     add_argument(parser, "--no_grid", dest="grid", action="store_false", help="Do not write grid.png.")
     add_argument(parser, "--max_prompts", type=int, default=None, help="Only the first N prompts (smoke runs).")
@@ -107,13 +102,7 @@ def main(args: argparse.Namespace) -> int:
     settings = GenEvalSettings(
         num_images=args.num_images,
         batch_size=args.batch_size,
-        seed=args.seed,
-        cfg_scale=args.cfg_scale,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        bf16=args.bf16,
-        resize=args.resize or None,
+        **sampling_settings(args),
         grid=args.grid,
         family=info["family"],
         model_path=args.model_name_or_path,

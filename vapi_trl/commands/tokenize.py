@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     from transformers import AutoProcessor
 
     import vapi_trl.models  # noqa: F401  (registers the image tokenizers with AutoProcessor)
-    from vapi_trl.commands.train_c2i import load_c2i_dataset
+    from vapi_trl.data import load_c2i_dataset
 
     check_output_folder(args.output_dir, args.overwrite)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -36,8 +36,12 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments
 
-from vapi_trl.commands._common import make_train_parser, policy_dtype, run_train_command, run_training
+from vapi_trl.commands._common import load_image_tokenizer, load_policy, make_train_parser
+from vapi_trl.commands._common import run_training, train_command_main
 from vapi_trl.config import VAPiConfig
+
+# What `--model_name_or_path` names, for the error when it is missing.
+POLICY_SOURCE = "the policy folder written by `vapi-trl convert-llamagen`"
 
 # C2I recipe (algorithm.md §3) over VAPiConfig's defaults; `learning_rate` stays required (1e-6 in the recipe).
 C2I_RECIPE_DEFAULTS = {
@@ -69,14 +73,31 @@ C2I_RECIPE_DEFAULTS = {
 
 
 @dataclass
-class C2IScriptArguments(ScriptArguments):
+class ImageTokenizerScriptArguments(ScriptArguments):
     """
-    Data and model options of `train_llamagen_c2i.py`, on top of TRL's `ScriptArguments` (`dataset_name`,
+    The option of every LlamaGen/VAR training script on top of TRL's `ScriptArguments` (`dataset_name`,
     `dataset_config`, `dataset_train_split`, `dataset_streaming`).
 
     Parameters:
         image_tokenizer_path (`str`):
             `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
+    """
+
+    image_tokenizer_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
+        },
+    )
+
+
+@dataclass
+class C2IScriptArguments(ImageTokenizerScriptArguments):
+    """
+    Data options of `train_llamagen_c2i.py`, on top of `ImageTokenizerScriptArguments` (`image_tokenizer_path` and
+    TRL's `ScriptArguments`).
+
+    Parameters:
         train_dir (`str`, *optional*):
             ImageNet-style folder `<train_dir>/<wnid>/*.JPEG`; labels are the sorted folder names.
         image_column (`str`, *optional*, defaults to `"image"`):
@@ -92,12 +113,6 @@ class C2IScriptArguments(ScriptArguments):
             Decode every selected image once and drop (with a log record) those that fail.
     """
 
-    image_tokenizer_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
-        },
-    )
     train_dir: str | None = field(
         default=None,
         metadata={"help": "ImageNet-style folder <train_dir>/<wnid>/*.JPEG (labels: sorted folder names)."},
@@ -124,119 +139,34 @@ def make_parser(subparsers=None, name: str = "train-c2i", help: str = "", prog: 
     return make_train_parser(subparsers, name, help, prog, C2IScriptArguments, C2I_RECIPE_DEFAULTS)
 
 
-def select_per_class(dataset, images_per_class: int, seed: int = 0, column: str = "class_label"):
-    """The rows of `images_per_class` random images of each class (all of a smaller class), in dataset order."""
-    import numpy as np
-
-    labels = np.asarray(dataset[column])
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in np.unique(labels):
-        indices = np.flatnonzero(labels == label)
-        keep.append(rng.permutation(indices)[:images_per_class])
-    return dataset.select(np.sort(np.concatenate(keep)).tolist())
-
-
-def load_c2i_dataset(
-    train_dir: str | None = None,
-    dataset_name: str | None = None,
-    split: str = "train",
-    image_column: str = "image",
-    label_column: str | None = None,
-    config_name: str | None = None,
-    images_per_class: int | None = None,
-    subset_seed: int = 0,
-    verify_images: bool = True,
-):
-    """
-    Class-to-image training rows (`image`, `class_label`, and `gt_ids` when present) from an ImageNet-style folder or a
-    `datasets` dataset, optionally `images_per_class` per class; undecodable images are dropped with a report.
-    """
-    from vapi_trl.data import check_class_labels, drop_undecodable_images, load_image_dataset
-
-    if (train_dir is None) == (dataset_name is None):
-        raise ValueError("Give exactly one of --train_dir (ImageNet-style folder) and --dataset_name.")
-    if train_dir is not None:
-        # imagefolder labels are `ClassLabel(names=sorted(folder names))`: ImageNet wnids -> the standard ids.
-        source, kwargs = "imagefolder", {"data_dir": train_dir, "label_column": "label"}
-    else:
-        if label_column is None:
-            label_column = _default_label_column(dataset_name, split)
-        source, kwargs = dataset_name, {"label_column": label_column, "config_name": config_name}
-    dataset = load_image_dataset(
-        source, split=split, image_column=image_column, caption_column=None, verify_images=False, **kwargs
-    )
-    check_class_labels(dataset, name=repr(train_dir or dataset_name))  # before select_per_class groups by label
-    if images_per_class is not None:
-        dataset = select_per_class(dataset, images_per_class, seed=subset_seed)
-    if verify_images:
-        dataset, _ = drop_undecodable_images(dataset, "class_label", train_dir or dataset_name)
-    return dataset
-
-
-def _default_label_column(dataset_name: str, split: str) -> str:
-    """`label`, or `class_label` for a `save_to_disk` folder with that column and no `label` (`vapi-trl tokenize`)."""
-    import os
-
-    if os.path.isdir(dataset_name):
-        from datasets import DatasetDict, load_from_disk
-
-        try:
-            saved = load_from_disk(dataset_name)
-        except (FileNotFoundError, ValueError):
-            return "label"
-        if isinstance(saved, DatasetDict):
-            saved = saved[split] if split in saved else next(iter(saved.values()))
-        if "class_label" in saved.column_names and "label" not in saved.column_names:
-            return "class_label"
-    return "label"
-
-
 def load_c2i_dataset_from_args(script_args: C2IScriptArguments):
-    """`load_c2i_dataset` with the data options of `script_args` (`C2IScriptArguments`)."""
+    """`vapi_trl.data.load_c2i_dataset` with the data options of `script_args` (`C2IScriptArguments`)."""
+    from vapi_trl.data import load_c2i_dataset
+
+    # The options named as `load_c2i_dataset`'s parameters; TRL's split and config options are renamed.
+    same = ("train_dir", "dataset_name", "image_column", "label_column", "images_per_class", "subset_seed")
     return load_c2i_dataset(
-        train_dir=script_args.train_dir,
-        dataset_name=script_args.dataset_name,
         split=script_args.dataset_train_split,
-        image_column=script_args.image_column,
-        label_column=script_args.label_column,
         config_name=script_args.dataset_config,
-        images_per_class=script_args.images_per_class,
-        subset_seed=script_args.subset_seed,
         verify_images=script_args.verify_images,
+        **{name: getattr(script_args, name) for name in same},
     )
 
 
 def train(script_args: C2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
     """Load the policy, tokenizer and data, train, save the policy and the model card; returns the trainer."""
-    from trl import get_peft_config
+    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage, LlamaGenProcessor
 
-    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
-
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
-    if script_args.image_tokenizer_path is None:
-        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
-    image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    model = LlamaGenForClassToImage.from_pretrained(
-        model_args.model_name_or_path,
-        dtype=policy_dtype(model_args),
-        attn_implementation=model_args.attn_implementation,
+    image_tokenizer = load_image_tokenizer(
+        ImageTokenizerProcessor, script_args.image_tokenizer_path, "convert-llamagen"
     )
-    return run_training(
-        model,
-        image_tokenizer,
-        load_c2i_dataset_from_args(script_args),
-        training_args,
-        peft_config=get_peft_config(model_args),
-        dataset_name=script_args.dataset_name or script_args.train_dir,
-    )
+    model = load_policy(LlamaGenForClassToImage, model_args, POLICY_SOURCE)
+    processor = LlamaGenProcessor.from_policy(model, image_tokenizer)
+    dataset, name = load_c2i_dataset_from_args(script_args), script_args.dataset_name or script_args.train_dir
+    return run_training(model, processor, dataset, training_args, model_args, dataset_name=name)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of the subcommand and of the example script: the arguments (after `train-c2i`), or `None` for
-    `sys.argv[1:]`."""
-    return run_train_command(args, make_parser(prog="vapi-trl train-c2i"), train)
+main = train_command_main("train-c2i", make_parser, train)
 
 
 if __name__ == "__main__":
@@ -244,10 +174,9 @@ if __name__ == "__main__":
 
 __all__ = [
     "C2IScriptArguments",
+    "ImageTokenizerScriptArguments",
     "C2I_RECIPE_DEFAULTS",
-    "load_c2i_dataset",
     "load_c2i_dataset_from_args",
     "main",
     "make_parser",
-    "select_per_class",
 ]

@@ -31,14 +31,14 @@ or a `save_to_disk` folder (as written by `encode-captions`), with `--image_colu
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments
+from trl import ModelConfig
 
-from vapi_trl.commands._common import make_train_parser, policy_dtype, run_train_command, run_training
-from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS
+from vapi_trl.commands._common import load_image_tokenizer, load_policy, make_train_parser
+from vapi_trl.commands._common import run_training, train_command_main
+from vapi_trl.commands.train_c2i import C2I_RECIPE_DEFAULTS, POLICY_SOURCE, ImageTokenizerScriptArguments
 from vapi_trl.config import VAPiConfig
 
 # T2I recipe (algorithm.md §3): the C2I recipe with 200 steps and ξ = 0.5; `learning_rate` stays required (1e-6).
@@ -49,19 +49,14 @@ T2I_RECIPE_DEFAULTS = {
     "output_dir": "llamagen-t2i-va-pi",
 }
 
-# Image extensions of webdataset shards, in the order they are looked for.
-_SHARD_IMAGE_COLUMNS = ("jpg", "jpeg", "png", "webp")
-
 
 @dataclass
-class T2IScriptArguments(ScriptArguments):
+class T2IScriptArguments(ImageTokenizerScriptArguments):
     """
-    Data and model options of `train_llamagen_t2i.py`, on top of TRL's `ScriptArguments` (`dataset_name`,
-    `dataset_config`, `dataset_train_split`, `dataset_streaming`).
+    Data and text-encoder options of `train_llamagen_t2i.py`, on top of `ImageTokenizerScriptArguments`
+    (`image_tokenizer_path` and TRL's `ScriptArguments`).
 
     Parameters:
-        image_tokenizer_path (`str`):
-            `ImageTokenizerProcessor` folder of the policy's VQ (`convert-llamagen` writes `OUTPUT_DIR/image_tokenizer`).
         text_encoder_name_or_path (`str`, *optional*, defaults to `"google/flan-t5-xl"`):
             T5 checkpoint (Hub id or folder) or a `T5CaptionEncoder` folder; unused when the data has `caption_embeds`.
         text_encoder_dtype (`str`, *optional*, defaults to `"bfloat16"`):
@@ -80,12 +75,6 @@ class T2IScriptArguments(ScriptArguments):
             Decode every image once and drop (with a log record) those that fail.
     """
 
-    image_tokenizer_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "ImageTokenizerProcessor folder of the policy's VQ (OUTPUT_DIR/image_tokenizer from convert)."
-        },
-    )
     text_encoder_name_or_path: str = field(
         default="google/flan-t5-xl",
         metadata={"help": "T5 checkpoint or T5CaptionEncoder folder (unused when the data has caption_embeds)."},
@@ -116,91 +105,16 @@ def make_parser(subparsers=None, name: str = "train-t2i", help: str = "", prog: 
     return make_train_parser(subparsers, name, help, prog, T2IScriptArguments, T2I_RECIPE_DEFAULTS)
 
 
-def _shard_image_column(tar_shards: str) -> str:
-    """The image extension of the first sample of the first shard in `tar_shards`."""
-    import tarfile
-
-    shards = sorted(name for name in os.listdir(tar_shards) if name.endswith(".tar"))
-    if not shards:
-        raise ValueError(f"--tar_shards {tar_shards!r} holds no .tar file.")
-    with tarfile.open(os.path.join(tar_shards, shards[0])) as tar:
-        for member in tar:
-            extension = member.name.rsplit(".", 1)[-1].lower()
-            if extension in _SHARD_IMAGE_COLUMNS:
-                return extension
-    raise ValueError(f"{shards[0]} has no image member with extension in {_SHARD_IMAGE_COLUMNS}.")
-
-
-def load_t2i_dataset(
-    dataset_name: str | None = None,
-    tar_shards: str | None = None,
-    split: str = "train",
-    image_column: str | None = None,
-    caption_column: str | None = None,
-    config_name: str | None = None,
-    streaming: bool = False,
-    num_samples: int | None = None,
-    shuffle_seed: int | None = None,
-    verify_images: bool = True,
-):
-    """
-    Text-to-image training rows (`image`, `prompt`, and `caption_embeds` when pre-computed) from tar shards or a
-    `datasets` dataset; undecodable images and empty captions are dropped with a report.
-    """
-    from vapi_trl.data import load_image_dataset
-
-    if (dataset_name is None) == (tar_shards is None):
-        raise ValueError("Give exactly one of --tar_shards (webdataset tar folder) and --dataset_name.")
-    if tar_shards is not None:
-        if not os.path.isdir(tar_shards):
-            raise ValueError(f"--tar_shards must be a folder of .tar shards, got {tar_shards!r}.")
-        source, kwargs = "webdataset", {"data_dir": tar_shards}
-        image_column = image_column or _shard_image_column(tar_shards)
-        caption_column = caption_column or "txt"
-    else:
-        source, kwargs = dataset_name, {"config_name": config_name}
-        image_column, caption_column = image_column or "image", caption_column or "prompt"
-    dataset = load_image_dataset(
-        source,
-        split=split,
-        image_column=image_column,
-        caption_column=caption_column,
-        streaming=streaming,
-        num_samples=num_samples,
-        shuffle_seed=shuffle_seed,
-        verify_images=verify_images,
-        keep_columns=("caption_embeds", "caption_mask", "gt_ids"),
-        **kwargs,
-    )
-    if has_cached_features(dataset) and hasattr(dataset, "with_format"):
-        # numpy rows instead of nested lists of Python floats (120 x 2048 per caption)
-        columns = [name for name in ("caption_embeds", "caption_mask") if name in dataset.column_names]
-        dataset = dataset.with_format("numpy", columns=columns, output_all_columns=True)
-    return dataset
-
-
-def has_cached_features(dataset) -> bool:
-    """Whether the rows carry pre-computed `caption_embeds` (then no text encoder is needed)."""
-    return "caption_embeds" in (dataset.column_names or [])
-
-
 def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args: ModelConfig):
     """Load the policy, tokenizers and data, train, save the policy and the model card; returns the trainer."""
-    from trl import get_peft_config
-
-    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForTextToImage
+    from vapi_trl.data import has_cached_features, load_t2i_dataset
+    from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForTextToImage, LlamaGenProcessor
     from vapi_trl.models.llamagen.text_encoder import load_caption_encoder
 
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required: the policy folder written by `vapi-trl convert-llamagen`.")
-    if script_args.image_tokenizer_path is None:
-        raise ValueError("--image_tokenizer_path is required: the image_tokenizer folder of `convert-llamagen`.")
-    image_tokenizer = ImageTokenizerProcessor.from_pretrained(script_args.image_tokenizer_path)
-    model = LlamaGenForTextToImage.from_pretrained(
-        model_args.model_name_or_path,
-        dtype=policy_dtype(model_args),
-        attn_implementation=model_args.attn_implementation,
+    image_tokenizer = load_image_tokenizer(
+        ImageTokenizerProcessor, script_args.image_tokenizer_path, "convert-llamagen"
     )
+    model = load_policy(LlamaGenForTextToImage, model_args, POLICY_SOURCE)
     dataset = load_t2i_dataset(
         dataset_name=script_args.dataset_name,
         tar_shards=script_args.tar_shards,
@@ -218,21 +132,12 @@ def train(script_args: T2IScriptArguments, training_args: VAPiConfig, model_args
         text_encoder = load_caption_encoder(
             script_args.text_encoder_name_or_path, model.config.cls_token_num, script_args.text_encoder_dtype
         )
-    return run_training(
-        model,
-        image_tokenizer,
-        dataset,
-        training_args,
-        peft_config=get_peft_config(model_args),
-        processing_class=text_encoder,
-        dataset_name=script_args.dataset_name or script_args.tar_shards,
-    )
+    processor = LlamaGenProcessor.from_policy(model, image_tokenizer, text_processor=text_encoder)
+    name = script_args.dataset_name or script_args.tar_shards
+    return run_training(model, processor, dataset, training_args, model_args, dataset_name=name)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of the subcommand and of the example script: the arguments (after `train-t2i`), or `None` for
-    `sys.argv[1:]`."""
-    return run_train_command(args, make_parser(prog="vapi-trl train-t2i"), train)
+main = train_command_main("train-t2i", make_parser, train)
 
 
 if __name__ == "__main__":
@@ -241,8 +146,6 @@ if __name__ == "__main__":
 __all__ = [
     "T2IScriptArguments",
     "T2I_RECIPE_DEFAULTS",
-    "has_cached_features",
-    "load_t2i_dataset",
     "main",
     "make_parser",
 ]

@@ -180,10 +180,10 @@ def sample_geneval(
     Generate `settings.num_images` images per GenEval prompt and write the GenEval folder layout.
 
     Args:
-        policy: a text-to-image policy with `prepare_condition(rows, processing_class)` and `sample(**condition,
-            cfg_scale, temperature, top_k, top_p, generator)` -> ids `[B, N]` (`LlamaGenForTextToImage`,
-            `JanusForImageGeneration`), on its device, eval mode.
-        processing_class: what `prepare_condition` needs (`T5CaptionEncoder`, the Janus tokenizer).
+        policy: a text-to-image policy with `sample(**condition, cfg_scale, temperature, top_k, top_p, generator)`
+            -> ids `[B, N]` (`LlamaGenForTextToImage`, `JanusForImageGeneration`), on its device, eval mode.
+        processing_class: its family processor (`LlamaGenProcessor`, `JanusImageGenerationProcessor`), or the text
+            processor it is built from (`T5CaptionEncoder`, the Janus tokenizer; `processor_for_policy`).
         image_tokenizer: an `ImageTokenizerProcessor` (`decode(ids)` -> `[B, 3, H, W]` in ≈[-1, 1]).
         metadata: `(line, record)` pairs from `read_geneval_metadata`.
         output_dir: GenEval output folder; created if needed.
@@ -198,6 +198,7 @@ def sample_geneval(
     from tqdm.auto import tqdm
 
     import vapi_trl
+    from vapi_trl.models.processing_utils import processor_for_policy
     from vapi_trl.provenance import fingerprint
 
     settings.resolve()
@@ -213,6 +214,8 @@ def sample_geneval(
 
     device = next(policy.parameters()).device
     policy.eval()
+    processor = processor_for_policy(policy, processing_class)
+    processor.prepare_policy(policy)
     autocast = _autocast(device, settings.bf16)
     generated = skipped = 0
     for index, (line, entry) in enumerate(tqdm(metadata, desc="GenEval prompts", unit="prompt", disable=not progress)):
@@ -226,7 +229,7 @@ def sample_geneval(
         images = []
         for chunk, start in enumerate(range(0, settings.num_images, settings.batch_size)):
             count = min(settings.batch_size, settings.num_images - start)
-            condition = policy.prepare_condition([{"prompt": entry["prompt"]}] * count, processing_class)
+            condition = processor.prepare_condition([{"prompt": entry["prompt"]}] * count, device=device)
             generator = torch.Generator(device=device).manual_seed(prompt_seed(settings.seed, index, chunk))
             with autocast:
                 ids = policy.sample(

@@ -1,11 +1,12 @@
-"""Pieces shared by the policy families: the teacher-forced output, strict loading (`from_pretrained` and the
-converters' state dicts), the converters' one reader of official checkpoints, sizes and checks of image-token
-policies, and the class-condition interface of VAPiTrainer."""
+"""Pieces shared by the policy families: the teacher-forced output, strict loading (one check and message,
+`strict_loading_error`, for `from_pretrained` and the converters' state dicts), the converters' one reader of official
+checkpoints, sizes and checks of image-token policies, and the class-condition interface of VAPiTrainer."""
 
 import argparse
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,30 @@ class ImageTokenLogitsOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
+def strict_loading_error(
+    what: str, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str] = (), hint: str = ""
+) -> ValueError | None:
+    """
+    The error of a strict load that found missing, unexpected or mis-shaped weights, one line per kind with every key
+    (named after `what`, followed by `hint`), or `None` when nothing is wrong: the one message of both strict loaders
+    (`StrictLoadingMixin.from_pretrained` and the converters' `load_state_dict_strict`).
+    """
+    if not (missing or unexpected or mismatched):
+        return None
+    lines = [f"The {what} checkpoint does not match the model architecture."]
+    if missing:
+        lines.append(f"Missing keys ({len(missing)}): {format_keys(missing)}")
+    if unexpected:
+        lines.append(f"Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}")
+    if mismatched:
+        lines.append(f"Shape mismatches ({len(mismatched)}): {format_keys(mismatched, limit=8)}")
+    if hint:
+        lines.append(hint)
+    return ValueError("\n".join(lines))
+
+
 class StrictLoadingMixin:
-    """`from_pretrained` that raises on missing or unexpected weights.
+    """`from_pretrained` that raises on missing or unexpected weights (`strict_loading_error`).
 
     transformers only warns and re-initialises weights missing from a checkpoint, so a checkpoint of another
     architecture (e.g. fewer layers) would load silently with random layers. Subclasses name the converter to suggest
@@ -47,14 +70,15 @@ class StrictLoadingMixin:
         strict = kwargs.pop("strict", True)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        missing, unexpected = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"{pretrained_model_name_or_path} does not match {cls.__name__}({model.config.__class__.__name__}): "
-                f"missing weights {missing[:10]}{' ...' if len(missing) > 10 else ''}, unexpected weights "
-                f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}. Check that the checkpoint and config "
-                f"describe the same architecture ({cls._conversion_hint}), or pass strict=False to load anyway."
-            )
+        error = strict_loading_error(
+            f"{os.fspath(pretrained_model_name_or_path)!r} ({cls.__name__}, {model.config.__class__.__name__})",
+            list(info.get("missing_keys", [])),
+            list(info.get("unexpected_keys", [])),
+            hint=f"Check that the checkpoint and config describe the same architecture ({cls._conversion_hint}), or "
+            "pass strict=False to load anyway.",
+        )
+        if strict and error is not None:
+            raise error
         return (model, info) if want_info else model
 
 
@@ -194,8 +218,9 @@ def load_state_dict_strict(
 ) -> None:
     """
     `model.load_state_dict(state_dict, strict=True, assign=True)` with one `ValueError` listing every missing,
-    unexpected and mis-shaped key (named after `what`, followed by `hint`) instead of PyTorch's first failure: the one
-    strict loader of the converters (`StrictLoadingMixin` is its `from_pretrained` counterpart).
+    unexpected and mis-shaped key (`strict_loading_error`, named after `what`, followed by `hint`) instead of PyTorch's
+    first failure: the converters' strict load (`StrictLoadingMixin` is its `from_pretrained` counterpart, with the
+    same check and message).
     """
     expected = model.state_dict()
     missing = [name for name in expected if name not in state_dict]
@@ -205,17 +230,9 @@ def load_state_dict_strict(
         for name in expected
         if name in state_dict and tuple(state_dict[name].shape) != tuple(expected[name].shape)
     ]
-    if missing or unexpected or mismatched:
-        lines = [f"The {what} checkpoint does not match the model architecture."]
-        if missing:
-            lines.append(f"Missing keys ({len(missing)}): {format_keys(missing)}")
-        if unexpected:
-            lines.append(f"Unexpected keys ({len(unexpected)}): {format_keys(unexpected)}")
-        if mismatched:
-            lines.append(f"Shape mismatches ({len(mismatched)}): {format_keys(mismatched, limit=8)}")
-        if hint:
-            lines.append(hint)
-        raise ValueError("\n".join(lines))
+    error = strict_loading_error(what, missing, unexpected, mismatched, hint)
+    if error is not None:
+        raise error
     model.load_state_dict(state_dict, strict=True, assign=True)
     on_meta = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
     if on_meta:
@@ -276,7 +293,34 @@ class ConditionDropout(nn.Dropout):
         return torch.where(drop.view(-1, *[1] * (condition.dim() - 1)), null, condition)
 
 
-class ClassConditionMixin:
+class DeprecatedPrepareConditionMixin:
+    """`policy.prepare_condition(rows, processing_class)`, kept until vapi-trl 0.3: it delegates to the family
+    processor (`policy.processor_class`), which now turns dataset rows into the policy's condition tensors."""
+
+    # The family processor (`vapi_trl.models.processing_utils.ImageTokenPolicyProcessor` subclass); set per family.
+    processor_class: type | None = None
+
+    def prepare_condition(self, rows: list[dict], processing_class: Any = None) -> dict[str, torch.Tensor]:
+        """Deprecated: `processor.prepare_condition(rows, device)` of the family processor instead (see
+        `vapi_trl.models.processing_utils`). Builds it from `processing_class` (the text tokenizer/encoder, or
+        already a family processor), records what the policy reads from it, and returns its condition tensors on
+        the policy's device."""
+        warnings.warn(
+            f"`{type(self).__name__}.prepare_condition(rows, processing_class)` is deprecated and will be removed in "
+            f"vapi-trl 0.3: the family processor prepares inputs, `{self.processor_class.__name__}.from_policy("
+            "policy, image_tokenizer, processing_class).prepare_condition(rows)`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if callable(getattr(processing_class, "prepare_policy", None)):
+            processor = processing_class
+        else:
+            processor = self.processor_class.from_policy(self, text_processor=processing_class)
+        processor.prepare_policy(self)
+        return processor.prepare_condition(rows, device=self.device)
+
+
+class ClassConditionMixin(DeprecatedPrepareConditionMixin):
     """The condition interface VAPiTrainer uses, for class-conditional policies (`config.num_classes` real classes;
     id `num_classes` is the null class of classifier-free guidance)."""
 
@@ -302,20 +346,6 @@ class ClassConditionMixin:
                 f"[0, {self.null_class_id}], got dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
             )
 
-    def prepare_condition(self, rows: list[dict], processing_class=None) -> dict[str, torch.Tensor]:
-        """Forward keyword arguments for the condition of dataset rows: `class_labels` `(batch_size,)` int64.
-
-        Raises a `ValueError` naming the label and the valid range for labels outside `[0, num_classes)`.
-        """
-        labels = torch.tensor([class_label_value(row["class_label"]) for row in rows], dtype=torch.long)
-        bad = labels[(labels < 0) | (labels >= self.config.num_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"class_label {bad[0].item()} is outside the policy's class range [0, {self.config.num_classes}); "
-                "remap the dataset's labels or use a policy trained on these classes."
-            )
-        return {"class_labels": labels.to(self.device)}
-
     def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """Replace the condition of rows where `drop` `(batch_size,)` bool is set by the null class."""
         labels = condition["class_labels"]
@@ -325,6 +355,7 @@ class ClassConditionMixin:
 __all__ = [
     "ClassConditionMixin",
     "ConditionDropout",
+    "DeprecatedPrepareConditionMixin",
     "ImageTokenLogitsOutput",
     "ImageTokenPolicyMixin",
     "StrictLoadingMixin",
@@ -333,4 +364,5 @@ __all__ = [
     "format_keys",
     "load_state_dict_strict",
     "read_official_state_dict",
+    "strict_loading_error",
 ]

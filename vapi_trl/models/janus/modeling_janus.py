@@ -10,8 +10,9 @@ checkpoint (e.g. `deepseek-community/Janus-Pro-1B`) as is and `save_pretrained` 
   generation_embeddings(ctx)))`, `position_ids = cumsum(mask) - 1` (so left padding does not shift RoPE),
   `logits = generation_head(h[:, Lp-1:])`. The BOI state predicts image token 0 and image input i predicts token i + 1
   (not the official trainer's off-by-one, algorithm.md §5).
-- `prepare_condition` (captions -> chat prompts + BOI, left-padded) and `drop_condition` (Janus' unconditional row:
-  every prompt token but BOS and BOI replaced by the pad id, attention mask kept).
+- `drop_condition` (Janus' unconditional row: every prompt token but BOS and BOI replaced by the pad id, attention mask
+  kept); the prompts themselves (captions -> chat prompts + BOI, left-padded) come from `JanusImageGenerationProcessor`
+  (`processor_class`), which also records the special ids in `generation_config` once (`prepare_policy`).
 - `codebook_size`, `num_image_tokens`, `condition_columns = ("prompt",)`.
 
 Called without `prompt_ids`, `forward` is the parent's multimodal forward, so text generation and understanding keep
@@ -28,20 +29,22 @@ text generation from the aligned checkpoint then uses the updated embeddings as 
 
 from typing import Any
 
+from typing_extensions import Unpack
+
 import torch
 from torch import nn
 from transformers import DynamicCache, JanusConfig, JanusForConditionalGeneration
 
-from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
-from ..modeling_utils import ImageTokenLogitsOutput, check_context_ids
-from .processing_janus import janus_special_token_ids, tokenize_janus_prompts
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, SamplingKwargs, token_sampler
+from ..modeling_utils import DeprecatedPrepareConditionMixin, ImageTokenLogitsOutput, check_context_ids
+from .processing_janus import JanusImageGenerationProcessor, janus_special_token_ids
 
 
 # The shared logits-only output; the family name is kept for code that imports it.
 JanusImageGenerationOutput = ImageTokenLogitsOutput
 
 
-class JanusForImageGeneration(JanusForConditionalGeneration):
+class JanusForImageGeneration(DeprecatedPrepareConditionMixin, JanusForConditionalGeneration):
     """
     Janus(-Pro) as a VA-π text-to-image policy: teacher-forced image-token logits from a chat prompt.
 
@@ -49,12 +52,13 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
 
     ```python
     from transformers import AutoTokenizer
-    from vapi_trl.models import JanusForImageGeneration
+    from vapi_trl.models import JanusForImageGeneration, JanusImageGenerationProcessor
 
     policy = JanusForImageGeneration.from_pretrained("deepseek-community/Janus-Pro-1B")
     tokenizer = AutoTokenizer.from_pretrained("deepseek-community/Janus-Pro-1B")
-    condition = policy.prepare_condition([{"prompt": "a red apple on a table"}], tokenizer)
-    ids = policy.sample(**condition, cfg_scale=5.0)  # (1, 576) codebook ids
+    processor = JanusImageGenerationProcessor(tokenizer)
+    processor.prepare_policy(policy)  # records BOS / BOI / pad in `generation_config`, once
+    ids = policy.sample(**processor.prepare_condition([{"prompt": "a red apple on a table"}]), cfg_scale=5.0)
     ```
     """
 
@@ -63,6 +67,8 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
 
     # The condition interface VAPiTrainer uses: dataset columns -> forward kwargs, and the null condition.
     condition_columns: tuple[str, ...] = ("prompt",)
+    # Turns dataset rows into `prompt_ids` / `prompt_mask` and records the special ids once (`prepare_policy`).
+    processor_class = JanusImageGenerationProcessor
 
     def __init__(self, config: JanusConfig) -> None:
         super().__init__(config)
@@ -140,22 +146,6 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
 
     # ------------------------------------------------------------------ conditions
 
-    def prepare_condition(self, rows: list[dict], processing_class: Any = None) -> dict[str, torch.Tensor]:
-        """
-        Forward keyword arguments for the captions of dataset rows (column `prompt`): `prompt_ids` and `prompt_mask`,
-        each `(batch_size, P)` int64, left-padded, BOS first and `<begin_of_image>` last (see
-        `tokenize_janus_prompts`). Also records the tokenizer's special ids (`set_special_token_ids`).
-        """
-        if processing_class is None:
-            raise ValueError(
-                "JanusForImageGeneration needs the Janus tokenizer to build prompts: pass it as `processing_class` "
-                "to VAPiTrainer (e.g. `AutoTokenizer.from_pretrained(model_id)`)."
-            )
-        self.set_special_token_ids(processing_class)
-        captions = [row["prompt"] for row in rows]
-        condition = tokenize_janus_prompts(captions, processing_class)
-        return {key: value.to(self.device) for key, value in condition.items()}
-
     def uncond(self, prompt_ids: torch.LongTensor) -> torch.LongTensor:
         """
         Janus' unconditional prompt: every token but BOS and BOI replaced by the pad id, `(batch_size, P)` ->
@@ -185,7 +175,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         if prompt_ids.shape[1] == 0 or not bool(prompt_mask[:, -1].all()):
             raise ValueError(
                 "Prompts must be left-padded so that `<begin_of_image>` is the last column of every row (the last "
-                "column of `prompt_mask` is all ones); build them with `prepare_condition`."
+                "column of `prompt_mask` is all ones); build them with `JanusImageGenerationProcessor`."
             )
 
     def _image_embeds(self, image_ids: torch.LongTensor) -> torch.Tensor:
@@ -217,7 +207,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
 
         Args:
             prompt_ids (`torch.LongTensor` of shape `(batch_size, P)`):
-                Left-padded prompts ending with `<begin_of_image>` (from `prepare_condition`).
+                Left-padded prompts ending with `<begin_of_image>` (from `JanusImageGenerationProcessor`).
             prompt_mask (`torch.LongTensor` of shape `(batch_size, P)`):
                 1 for prompt tokens, 0 for left padding.
             context_ids (`torch.LongTensor` of shape `(batch_size, num_image_tokens - 1)`, *optional*):
@@ -325,11 +315,7 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         prompt_ids: torch.LongTensor,
         prompt_mask: torch.LongTensor,
         cfg_scale: float = 5.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive image generation with a KV cache (evaluation sampling): CFG, then temperature,
@@ -337,18 +323,14 @@ class JanusForImageGeneration(JanusForConditionalGeneration):
         mask (`cumsum - 1`), so a padded row generates as it would alone.
 
         Args:
-            prompt_ids, prompt_mask (`torch.LongTensor` of shape `(batch_size, P)`): from `prepare_condition`.
+            prompt_ids, prompt_mask (`torch.LongTensor` of shape `(batch_size, P)`): from `JanusImageGenerationProcessor`.
             cfg_scale (`float`, *optional*, defaults to `5.0`): guidance scale (GenEval protocol: 5); 1 disables CFG.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: codebook ids, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         start = self._start_decoding(prompt_ids, prompt_mask, cfg_scale)
         return sample_with_cache(*start, self.num_image_tokens, draw)
 

@@ -25,6 +25,7 @@ from transformers import JanusConfig, JanusVQVAE, PreTrainedTokenizerBase
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from ..image_tokenizer import ImageTokenizerProcessor
+from ..processing_utils import ImageTokenPolicyProcessor
 
 # DeepSeek SFT format with an empty system prompt (official `generation_inference.py`:
 # `apply_sft_template_for_multi_turn_prompts(..., system_prompt="")`).
@@ -175,10 +176,89 @@ def janus_image_tokenizer_from_pretrained(
     return ImageTokenizerProcessor.from_vq_model(vq_model.to(torch.float32), image_size=image_size)
 
 
+class JanusImageGenerationProcessor(ImageTokenPolicyProcessor):
+    r"""
+    Rows with a `prompt` column -> the `JanusForImageGeneration` condition: `prompt_ids` and `prompt_mask`, each
+    `(B, P)` int64, left-padded, BOS first and `<begin_of_image>` last (`tokenize_janus_prompts`). Holds the Janus
+    text tokenizer (saved at the top level, as transformers' `JanusProcessor`) and the image tokenizer (the policy's
+    VQ with an l2-normalised codebook, `janus_image_tokenizer_from_model`; saved in `image_tokenizer/`).
+
+    The special ids (BOS, BOI, pad) are resolved once, here; `prepare_policy` records them in the policy's
+    `generation_config`, where its unconditional prompt and image-mode `generate` read them.
+
+    Not registered with `AutoProcessor`: the native `JanusConfig` maps to transformers' `JanusProcessor`, which
+    would be displaced for every Janus checkpoint. Load it with `JanusImageGenerationProcessor.from_pretrained`.
+
+    Example:
+
+    ```python
+    from transformers import AutoTokenizer
+    from vapi_trl.models import JanusForImageGeneration, JanusImageGenerationProcessor, janus_image_tokenizer_from_model
+
+    policy = JanusForImageGeneration.from_pretrained("deepseek-community/Janus-Pro-1B")
+    tokenizer = AutoTokenizer.from_pretrained("deepseek-community/Janus-Pro-1B")
+    processor = JanusImageGenerationProcessor(tokenizer, image_tokenizer=janus_image_tokenizer_from_model(policy))
+    processor.prepare_policy(policy)
+    ids = policy.sample(**processor.prepare_condition([{"prompt": "a red apple on a table"}]), cfg_scale=5.0)
+    ```
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`): the Janus text tokenizer (`AutoTokenizer.from_pretrained(model_id)`).
+        image_tokenizer ([`ImageTokenizerProcessor`], *optional*): the frozen VQ tokenizer.
+    """
+
+    condition_columns: tuple[str, ...] = ("prompt",)
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, image_tokenizer: ImageTokenizerProcessor | None = None, **kwargs: Any
+    ) -> None:
+        self.special_token_ids = janus_special_token_ids(get_tokenizer(tokenizer))
+        super().__init__(tokenizer, image_tokenizer=image_tokenizer, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        # Derived from the tokenizer on load; not a setting.
+        ids = self.__dict__.pop("special_token_ids")
+        try:
+            return super().to_dict()
+        finally:
+            self.special_token_ids = ids
+
+    @property
+    def text_processor(self) -> PreTrainedTokenizerBase:
+        """The Janus text tokenizer, saved with trainer checkpoints."""
+        return self.tokenizer
+
+    @classmethod
+    def from_policy(
+        cls, policy: Any, image_tokenizer: ImageTokenizerProcessor | None = None, text_processor: Any = None
+    ) -> JanusImageGenerationProcessor:
+        """The processor of a Janus `policy` from the Janus tokenizer (or a processor holding it, e.g. transformers'
+        `JanusProcessor`) as `text_processor`."""
+        if text_processor is None:
+            raise ValueError(
+                "JanusForImageGeneration needs the Janus tokenizer to build prompts: pass it as `processing_class` "
+                "to VAPiTrainer (e.g. `AutoTokenizer.from_pretrained(model_id)`)."
+            )
+        return cls(get_tokenizer(text_processor), image_tokenizer=image_tokenizer)
+
+    def prepare_condition(
+        self, rows: Sequence[dict[str, Any]], device: str | torch.device | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`prompt_ids` and `prompt_mask` `(B, P)` int64 on `device` for the `prompt` captions of B rows."""
+        condition = tokenize_janus_prompts([row["prompt"] for row in rows], self.tokenizer)
+        return {key: value.to(device) for key, value in condition.items()}
+
+    def prepare_policy(self, policy: Any) -> None:
+        """Check the image tokenizer and record BOS, BOI and pad ids in `policy.generation_config`, once."""
+        super().prepare_policy(policy)
+        policy.set_special_token_ids(self.tokenizer)
+
+
 __all__ = [
     "JANUS_BOI_TOKEN",
     "JANUS_PAD_TOKEN",
     "JANUS_PROMPT_TEMPLATE",
+    "JanusImageGenerationProcessor",
     "format_janus_prompt",
     "get_tokenizer",
     "janus_image_tokenizer_from_model",

@@ -11,6 +11,7 @@ from .modeling_llamagen import (
     permute_half_to_interleaved,
     permute_interleaved_to_half,
 )
+from .processing_llamagen import LlamaGenProcessor
 from .text_encoder import T5CaptionEncoder, clean_caption, pad_caption_features, right_align_captions
 
 
@@ -23,6 +24,7 @@ __all__ = [
     "LlamaGenForTextToImage",
     "LlamaGenOutput",
     "LlamaGenPreTrainedModel",
+    "LlamaGenProcessor",
     "T5CaptionEncoder",
     "clean_caption",
     "find_multiple",

@@ -15,22 +15,26 @@ the attention output, `ffn_dropout_p` on the SwiGLU output, `attn_dropout_p` on 
 
 from typing import Any
 
+from typing_extensions import Unpack
+
 import torch
 from torch import nn
 from transformers import DynamicCache, LlamaModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP
 
-from ...sampling import feed_with_cache, guide_batch, sample_with_cache, token_sampler
+from ...sampling import feed_with_cache, guide_batch, sample_with_cache, SamplingKwargs, token_sampler
 from ..modeling_utils import (
     ClassConditionMixin,
     ConditionDropout,
+    DeprecatedPrepareConditionMixin,
     ImageTokenLogitsOutput,
     ImageTokenPolicyMixin,
     StrictLoadingMixin,
     check_context_ids,
 )
 from .configuration_llamagen import LlamaGenConfig
+from .processing_llamagen import LlamaGenProcessor
 
 
 def permute_interleaved_to_half(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -302,6 +306,9 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
     normal init, since the model is post-trained from checkpoints and a zero head makes random test models degenerate.
     """
 
+    # Turns dataset rows into `class_labels`.
+    processor_class = LlamaGenProcessor
+
     def __init__(self, config: LlamaGenConfig) -> None:
         super().__init__(config)
         if config.task != "c2i":
@@ -387,11 +394,7 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
         self,
         class_labels: torch.LongTensor,
         cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive sampling with a KV cache, as official `generate`: CFG, then temperature, top-k,
@@ -401,16 +404,12 @@ class LlamaGenForClassToImage(ClassConditionMixin, _LlamaGenImageModel):
             class_labels (`torch.LongTensor` of shape `(batch_size,)`): classes in `[0, num_classes]`.
             cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale; `!= 1` decodes cond and null-class
                 rows as one 2B batch that shares each drawn token.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         return sample_with_cache(*self._start_class_decoding(class_labels, cfg_scale), self.num_image_tokens, draw)
 
 
@@ -431,7 +430,7 @@ class LlamaGenCaptionProjection(nn.Module):
         return self.fc2(self.act(self.fc1(caption_embeds)))
 
 
-class LlamaGenForTextToImage(_LlamaGenImageModel):
+class LlamaGenForTextToImage(DeprecatedPrepareConditionMixin, _LlamaGenImageModel):
     """
     LlamaGen T2I: `cls_token_num` (120) caption slots projected from frozen flan-T5-XL features, then the image ids;
     Llama decoder with 2D RoPE (zero rotation on the caption slots), logits over the codebook.
@@ -442,23 +441,26 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
     guidance is `uncond_embedding` `(cls_token_num, caption_dim)` in every slot, under the conditional row's mask.
     `uncond_embedding` is a persistent buffer, as officially (`register_buffer`): saved and converted, never trained.
 
-    The T5 encoder is not part of the model: pass a `T5CaptionEncoder` as `processing_class` to `prepare_condition`
-    (and to `VAPiTrainer`), or dataset rows with pre-computed `caption_embeds` (`vapi-trl encode-captions`).
+    The T5 encoder is not part of the model: `LlamaGenProcessor` (`processor_class`) holds it and turns rows into
+    `caption_embeds` / `caption_mask`, or reads pre-computed `caption_embeds` rows (`vapi-trl encode-captions`).
 
     Example:
 
     ```python
-    from vapi_trl.models import LlamaGenForTextToImage, T5CaptionEncoder
+    from vapi_trl.models import LlamaGenForTextToImage, LlamaGenProcessor, T5CaptionEncoder
 
     policy = LlamaGenForTextToImage.from_pretrained("llamagen-t2i-xl/policy")
     text_encoder = T5CaptionEncoder.from_pretrained("llamagen-t2i-xl/text_encoder")
-    condition = policy.prepare_condition([{"prompt": "a photo of a cat"}], text_encoder)
+    processor = LlamaGenProcessor.from_policy(policy, text_processor=text_encoder)
+    condition = processor.prepare_condition([{"prompt": "a photo of a cat"}])
     ids = policy.sample(**condition, cfg_scale=7.5, top_k=2000)  # (1, 256) codebook ids
     ```
     """
 
     # The condition interface VAPiTrainer uses. Rows may also carry pre-computed `caption_embeds` (+ `caption_mask`).
     condition_columns: tuple[str, ...] = ("prompt",)
+    # Turns dataset rows into `caption_embeds` / `caption_mask` (T5 encoding, right alignment).
+    processor_class = LlamaGenProcessor
 
     def __init__(self, config: LlamaGenConfig) -> None:
         super().__init__(config)
@@ -487,41 +489,6 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
     def uncond(self, caption_embeds: torch.Tensor) -> torch.Tensor:
         """The null caption shaped like `caption_embeds` `(batch_size, slots, caption_dim)`: `uncond_embedding`."""
         return self.uncond_embedding.to(caption_embeds.dtype).expand_as(caption_embeds)
-
-    def prepare_condition(self, rows: list[dict], processing_class: Any = None) -> dict[str, torch.Tensor]:
-        """
-        Forward keyword arguments for dataset rows: `caption_embeds` `(B, cls_token_num, caption_dim)` float32 and
-        `caption_mask` `(B, cls_token_num)` int64, right-aligned.
-
-        Rows with a `caption_embeds` value use it: the valid tokens only `(L, caption_dim)` (as `vapi-trl
-        encode-captions` writes), or full slots `(cls_token_num, caption_dim)` with a `caption_mask` column. Otherwise
-        the `prompt` captions are encoded by `processing_class`, a `T5CaptionEncoder`.
-        """
-        from .text_encoder import pad_caption_features
-
-        if not rows:
-            raise ValueError("`rows` is empty.")
-        slots = self.config.cls_token_num
-        if rows[0].get("caption_embeds") is not None:
-            masks = [row["caption_mask"] for row in rows] if rows[0].get("caption_mask") is not None else None
-            embeds, mask = pad_caption_features([row["caption_embeds"] for row in rows], slots=slots, masks=masks)
-        else:
-            encode = getattr(processing_class, "encode", None)
-            if encode is None:
-                raise ValueError(
-                    "LlamaGenForTextToImage needs caption features: pass a `T5CaptionEncoder` as `processing_class` "
-                    "(e.g. `T5CaptionEncoder.from_text_encoder_pretrained('google/flan-t5-xl')`) or dataset rows with "
-                    "pre-computed `caption_embeds` (`vapi-trl encode-captions`); got "
-                    f"{type(processing_class).__name__}."
-                )
-            if getattr(processing_class, "max_length", slots) != slots:
-                raise ValueError(
-                    f"The text encoder yields {processing_class.max_length} caption slots but the policy has "
-                    f"cls_token_num={slots}; build the encoder with max_length={slots}."
-                )
-            condition = encode([row["prompt"] for row in rows], device=self.device)
-            embeds, mask = condition["caption_embeds"], condition["caption_mask"]
-        return {"caption_embeds": embeds.to(self.device), "caption_mask": mask.to(self.device)}
 
     def drop_condition(self, condition: dict[str, torch.Tensor], drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """Replace the captions of rows where `drop` `(batch_size,)` bool is set by the null caption (mask kept)."""
@@ -627,11 +594,7 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
         caption_embeds: torch.FloatTensor,
         caption_mask: torch.LongTensor,
         cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running autoregressive sampling with a KV cache, as official `generate`: CFG with the null caption under
@@ -639,19 +602,15 @@ class LlamaGenForTextToImage(_LlamaGenImageModel):
         2000; GenEval runs record the setting used.)
 
         Args:
-            caption_embeds, caption_mask: as in `forward` (from `prepare_condition`).
+            caption_embeds, caption_mask: as in `forward` (from `LlamaGenProcessor`).
             cfg_scale (`float`, *optional*, defaults to `1.0`): guidance scale; `!= 1` decodes cond and null rows as
                 one 2B batch sharing each drawn token.
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature, `> 0` unless `greedy`.
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): take the argmax at every step.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: ids in `[0, vocab_size)`, raster order.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         start = self._start_caption_decoding(caption_embeds, caption_mask, cfg_scale)
         return sample_with_cache(*start, self.num_image_tokens, draw)
 

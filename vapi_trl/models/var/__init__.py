@@ -13,7 +13,7 @@ from .modeling_var import (
     scale_levels,
 )
 from .modeling_var_vqvae import VARVQVAE, VARVectorQuantizer, VARVQVAEOutput
-from .processing_var import VARImageTokenizerProcessor
+from .processing_var import VARImageTokenizerProcessor, VARProcessor
 
 __all__ = [
     "VARVQVAE",
@@ -27,6 +27,7 @@ __all__ = [
     "VARImageTokenizerProcessor",
     "VAROutput",
     "VARPreTrainedModel",
+    "VARProcessor",
     "VARSelfAttention",
     "VARVQVAEConfig",
     "VARVQVAEOutput",

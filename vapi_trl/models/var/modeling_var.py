@@ -16,6 +16,8 @@ computes in fp32 whatever the model dtype.
 
 import math
 
+from typing_extensions import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +25,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ...sampling import token_sampler
+from ...sampling import SamplingKwargs, token_sampler
 from .configuration_var import VARConfig
 from ..modeling_utils import (
     ClassConditionMixin,
@@ -33,6 +35,7 @@ from ..modeling_utils import (
     check_context_ids,
 )
 from .modeling_var_vqvae import VARVectorQuantizer
+from .processing_var import VARProcessor
 
 
 def scale_levels(patch_nums: list[int], device: torch.device | None = None) -> torch.LongTensor:
@@ -243,6 +246,9 @@ class VARForClassToImage(ClassConditionMixin, ImageTokenPolicyMixin, VARPreTrain
     weight follows the generic normal init, since the model is post-trained from checkpoints and near-identity blocks
     make random test models degenerate.
     """
+
+    # Turns dataset rows into `class_labels`.
+    processor_class = VARProcessor
 
     def __init__(self, config: VARConfig) -> None:
         super().__init__(config)
@@ -469,11 +475,7 @@ class VARForClassToImage(ClassConditionMixin, ImageTokenPolicyMixin, VARPreTrain
         self,
         class_labels: torch.LongTensor,
         cfg_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
+        **sampling: Unpack[SamplingKwargs],
     ) -> torch.LongTensor:
         """
         Free-running next-scale sampling (VAR's `autoregressive_infer_cfg`, `more_smooth=False`): each scale's tokens
@@ -486,16 +488,12 @@ class VARForClassToImage(ClassConditionMixin, ImageTokenPolicyMixin, VARPreTrain
         Args:
             class_labels (`torch.LongTensor` of shape `(batch_size,)`): classes in `[0, num_classes]`.
             cfg_scale (`float`, *optional*, defaults to `1.0`): guidance at the last scale (see `forward`).
-            temperature (`float`, *optional*, defaults to `1.0`): softmax temperature (VAR uses 1).
-            top_k (`int`, *optional*, defaults to `0`): top-k filter, `0` disables it.
-            top_p (`float`, *optional*, defaults to `1.0`): nucleus filter, `1.0` disables it.
-            generator (`torch.Generator`, *optional*): RNG on the model's device.
-            greedy (`bool`, *optional*, defaults to `False`): argmax at every position.
+            sampling: `temperature`, `top_k`, `top_p`, `generator`, `greedy` (`vapi_trl.sampling.SamplingKwargs`).
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, num_image_tokens)`: flat ids in `[0, vocab_size)`, coarse first.
         """
-        draw = token_sampler(temperature, top_k, top_p, generator=generator, greedy=greedy)
+        draw = token_sampler(**sampling)
         return self._scale_by_scale(class_labels, cfg_scale, lambda index, logits: draw(logits))[0]
 
 

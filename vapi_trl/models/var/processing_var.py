@@ -1,5 +1,6 @@
 """
-VAR multi-scale image tokenizer as an HF processor: pixels <-> flat multi-scale VQ ids, VQ weights saved alongside.
+VAR processors: `VARProcessor` (rows -> `class_labels`, with the image tokenizer) and the multi-scale image tokenizer
+as an HF processor: pixels <-> flat multi-scale VQ ids, VQ weights saved alongside.
 
 `VARImageTokenizerProcessor` reuses `ImageTokenizerProcessor`'s preprocessing (a stock `CLIPImageProcessor`: RGB,
 shortest-edge bicubic resize, center crop, [-1, 1], which is VAR's `normalize_01_into_pm1` input range), postprocessing
@@ -24,6 +25,7 @@ from ..image_tokenizer.processing_image_tokenizer import (
     make_image_processor,
     sizes_from_vq_model,
 )
+from ..processing_utils import ClassLabelProcessor
 from .configuration_var import VARVQVAEConfig
 from .modeling_var_vqvae import VARVQVAE
 
@@ -179,4 +181,17 @@ class VARImageTokenizerProcessor(ImageTokenizerProcessor):
         return torch.cat(chunks)
 
 
-__all__ = ["VARImageTokenizerProcessor"]
+class VARProcessor(ClassLabelProcessor):
+    r"""
+    Rows with a `class_label` column -> the `VARForClassToImage` condition `class_labels` `(B,)` int64, with the
+    multi-scale `VARImageTokenizerProcessor` alongside (saved in `image_tokenizer/`).
+
+    Args:
+        image_tokenizer ([`VARImageTokenizerProcessor`], *optional*): the frozen multi-scale VQ tokenizer.
+        num_classes (`int`, *optional*): real classes of the policy (`config.num_classes`, 1000 officially).
+    """
+
+    image_tokenizer_class = VARImageTokenizerProcessor
+
+
+__all__ = ["VARImageTokenizerProcessor", "VARProcessor"]
