@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--num-images", type=int, default=8, help="U: images per step.")
     parser.add_argument("--num-generations", type=int, default=8, help="G: samples per image.")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-6, help="Chosen on the validation split.")
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--eval-samples", type=int, default=2000, help="Free-running samples per test evaluation.")
     parser.add_argument("--val-samples", type=int, default=1000, help="Samples per validation evaluation.")

@@ -34,11 +34,11 @@ def test_demo_runs_end_to_end(tmp_path):
         assert metrics["delta"][key] == pytest.approx(metrics["after"][key] - metrics["before"][key])
         assert metrics["delta_vs_tuned_base"][key] == pytest.approx(metrics["after"][key] - metrics["tuned_base"][key])
     # The sampling setting is the validation sweep's lowest FID, and the sweep is what the report says it is.
-    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID
+    from vapi_trl.demo.run import DEMO_SAMPLING_GRID
 
     selection = report["sampling_selection"]
     sweep = selection["validation_sweep"]
-    assert [(row["temperature"], row["top_k"]) for row in sweep] == list(SAMPLING_GRID)
+    assert [(row["temperature"], row["top_k"]) for row in sweep] == list(DEMO_SAMPLING_GRID)
     best = min(sweep, key=lambda row: row["fid"])
     assert selection["chosen"] == {"temperature": best["temperature"], "top_k": best["top_k"]}
     # Teacher-forced scores do not depend on the sampling setting: the tuned base shares them with the base.

@@ -35,8 +35,8 @@ def make_parser(subparsers, name: str = "demo", help: str = "") -> argparse.Argu
         "--eval_samples",
         type=int,
         default=defaults.eval_samples,
-        help="Free-running samples per evaluation, before and after (default: %(default)s, at most 2000: the "
-        "held-out test split holds 2 × 2000 images for the real-vs-real floor).",
+        help="Free-running samples per evaluation, base, tuned base and aligned (default: %(default)s, at most "
+        "2000: the held-out test split holds 2 × 2000 images for the real-vs-real floor).",
     )
     add_argument(
         parser,
