@@ -28,7 +28,7 @@ free-running), and the temperature/top-k frontier of the base on the test split,
 on which every arm is a point.
 
 Choosing the setting (steps, learning rate) is done on the validation split, `--split val`; the reported numbers
-come from `--split test`. Example (≈ 15 min on 2 CPU cores):
+come from `--split test`. Example (18.5 min on this project's 2-core CPU machine):
 
     python benchmarks/reproduce_small.py --workers 2 --json docs/results/small_benchmark.json \\
         --plot docs/results/small_benchmark.png
