@@ -143,6 +143,9 @@ def _init_worker(args_dict: dict) -> None:
     from vapi_trl.evaluation.small_benchmark import SmallBenchmark
 
     image_tokenizer = embedded.load_image_tokenizer()
+    if getattr(args, "policy", None):  # another base on the shipped VQ (e.g. `pretrain_tiny.py --policy-only`)
+        base = load_base_policy(args)
+        image_tokenizer.check_compatible(base.codebook_size, base.num_image_tokens)
     feature_classifier, heldout_classifier = embedded.load_classifiers()
     benchmarks = {}
     for split, samples in (("test", args.eval_samples), ("val", args.val_samples)):
@@ -157,13 +160,21 @@ def _init_worker(args_dict: dict) -> None:
     )  # fmt: skip
 
 
+def load_base_policy(args):
+    """The base under test: the shipped embedded policy, or `--policy` (a `LlamaGenForClassToImage` folder)."""
+    from vapi_trl.demo import embedded
+    from vapi_trl.models import LlamaGenForClassToImage
+
+    if not getattr(args, "policy", None):
+        return embedded.load_policy()
+    return LlamaGenForClassToImage.from_pretrained(args.policy, local_files_only=True).eval()
+
+
 def run_job(job: dict) -> dict:
     """One unit of work in a worker: a sampling-setting evaluation of the base, an exposure ladder, or one arm×seed."""
-    from vapi_trl.demo import embedded
-
     args, benchmarks = _STATE["args"], _STATE["benchmarks"]
     mark = time.perf_counter()
-    policy = embedded.load_policy()
+    policy = load_base_policy(args)
     if job["kind"] == "sampling":  # the base at one (τ, top-k) on one split
         metrics = benchmarks[job["split"]].evaluate(
             policy, seed=job["seed"], temperature=job["temperature"], top_k=job["top_k"]
@@ -229,6 +240,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-samples", type=int, default=2000, help="Free-running samples per test evaluation.")
     parser.add_argument("--val-samples", type=int, default=1000, help="Samples per validation evaluation.")
     parser.add_argument("--no-frontier", action="store_true", help="Skip the base's temperature/top-k sweep on test.")
+    parser.add_argument(
+        "--policy",
+        default=None,
+        help="Benchmark this base (a LlamaGenForClassToImage folder over the shipped VQ, e.g. from "
+        "`scripts/pretrain_tiny.py --policy-only --out DIR`) instead of the shipped policy.",
+    )
     parser.add_argument("--lpips", action="store_true", help="Add LPIPS-VGG to the reward (needs cached weights).")
     parser.add_argument("--workers", type=int, default=1, help="Worker processes (one job each at a time).")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker.")
@@ -251,10 +268,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     say(f"real floor ({args.split}): {json.dumps({k: round(v, 4) for k, v in results['real_floor'].items()})}")
     first_seed = args.seeds[0]
-    jobs = [
-        {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
-        for t, k in SAMPLING_GRID
-    ]
+    jobs = []
+    if "base_tuned" in args.arms:  # the validation sweep only serves the base_tuned choice
+        jobs += [
+            {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
+            for t, k in SAMPLING_GRID
+        ]
     if args.split == "test" and not args.no_frontier:
         frontier = [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
         jobs += [

@@ -196,14 +196,14 @@ def encode_all(image_tokenizer, pixels: torch.Tensor, batch_size: int = 500) -> 
     return torch.cat([image_tokenizer.encode(chunk) for chunk in pixels.split(batch_size)])
 
 
-def policy_config(codebook_size: int, num_tokens: int):
+def policy_config(codebook_size: int, num_tokens: int, hidden_size: int, num_layers: int, intermediate_size: int):
     from vapi_trl.models import LlamaGenConfig
 
     # Label dropout as the official launchers (the base is also an unconditional model, sampled here without CFG,
     # like the paper's bases); no other dropout: this base is far from overfitting its 56 000 images.
     return LlamaGenConfig(
-        vocab_size=codebook_size, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=320,
-        block_size=num_tokens, num_classes=10, token_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0,
+        vocab_size=codebook_size, hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=4,
+        intermediate_size=intermediate_size, block_size=num_tokens, num_classes=10, token_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0,
         ffn_dropout_p=0.0, class_dropout_prob=0.1,
     )  # fmt: skip
 
@@ -228,8 +228,10 @@ def train_policy(labels: torch.Tensor, ids: torch.Tensor, val_labels, val_ids, a
 
     from vapi_trl.models import LlamaGenForClassToImage
 
+    started = time.time()
     torch.manual_seed(args.seed)
-    policy = LlamaGenForClassToImage(policy_config(args.codebook_size, ids.shape[1]))
+    config = policy_config(args.codebook_size, ids.shape[1], args.policy_hidden, args.policy_layers, args.policy_ffn)
+    policy = LlamaGenForClassToImage(config)
     policy.train()
     decay = [p for n, p in policy.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in policy.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
@@ -272,6 +274,7 @@ def train_policy(labels: torch.Tensor, ids: torch.Tensor, val_labels, val_ids, a
         "steps": total,
         "epochs": round(total * args.policy_batch / len(ids), 2),
         "val_ce_curve": curve,
+        "seconds": round(time.time() - started, 1),
     }
 
 
@@ -290,6 +293,74 @@ def train_classifiers(embedded, train_classifier, weights_dir: str, args, log) -
         model.save_pretrained(os.path.join(weights_dir, "classifiers", name))
         log(f"classifier {name}: {stats[name]}")
     return stats
+
+
+def policy_summary(policy, stats: dict, args) -> dict:
+    return {
+        "config": f"LlamaGen C2I hidden {args.policy_hidden}, {args.policy_layers} layers, 4 heads, FFN "
+        f"{args.policy_ffn}, {args.grid**2} tokens, label dropout 0.1",
+        "parameters": sum(p.numel() for p in policy.parameters()),
+        **stats,
+    }
+
+
+def reference_batch(policy, test_labels: torch.Tensor, test_ids: torch.Tensor, count: int = 64) -> dict:
+    return {
+        "description": f"teacher-forced CE (nats/token, clean context, fp32) of the first {count} test images, their "
+        "VQ codes from the shipped tokenizer",
+        "num_images": count,
+        "ce": teacher_forced_ce(policy, test_labels[:count], test_ids[:count]),
+    }
+
+
+def retrain_policy(embedded, image_tokenizer_class, data_dir: str, weights_dir: str, args, argv, log) -> dict:
+    """`--policy-only`: the same pool (checked against the shipped splits), the shipped VQ, a new policy."""
+    import sys
+
+    recipe_path = os.path.join(weights_dir, "recipe.json")
+    with open(recipe_path) as f:
+        recipe = json.load(f)
+    for key in ("seed", "train", "val", "holdout", "test", "grid", "codebook_size"):
+        if recipe["args"][key] != getattr(args, key):
+            raise ValueError(
+                f"--policy-only keeps the shipped data and VQ, built with {key}={recipe['args'][key]!r}; got "
+                f"{getattr(args, key)!r}. Pass the shipped value, or rebuild everything without --policy-only."
+            )
+    embedded.DATA_FILE = os.path.join(data_dir, "fashion_mnist_subset.npz")
+    embedded._load_npz.cache_clear()
+    subset, pool = build_splits(args.raw_dir, args)
+    for split in embedded.SPLITS:
+        shipped_images, _ = embedded.load_arrays(split)
+        if not np.array_equal(embedded.pad_images(subset[f"{split}_images"]), shipped_images):
+            raise ValueError(f"--raw-dir rebuilds a {split!r} split that differs from the shipped one; use the "
+                             "Fashion-MNIST files the shipped data was built from.")  # fmt: skip
+    image_tokenizer = image_tokenizer_class.from_pretrained(os.path.join(weights_dir, "image_tokenizer"))
+    pool_ids = encode_all(image_tokenizer, embedded.to_pixels(embedded.pad_images(pool["images"])))
+    val_images, val_labels = embedded.load_arrays("val")
+    test_images, test_labels = embedded.load_arrays("test")
+    val_ids = encode_all(image_tokenizer, embedded.to_pixels(val_images))
+    test_ids = encode_all(image_tokenizer, embedded.to_pixels(test_images))
+    log(f"pool of {len(pool_ids)} encoded with the shipped VQ")
+    test_labels_t = torch.from_numpy(test_labels)
+    policy, stats = train_policy(
+        torch.from_numpy(pool["labels"]), pool_ids, torch.from_numpy(val_labels), val_ids, args, log
+    )
+    stats["test_ce"] = teacher_forced_ce(policy, test_labels_t, test_ids)
+    policy_dir = os.path.join(weights_dir, "policy")
+    shutil.rmtree(policy_dir)
+    policy.save_pretrained(policy_dir)
+    recipe["policy"] = policy_summary(policy, stats, args)
+    recipe["reference_batch"] = reference_batch(policy, test_labels_t, test_ids)
+    for key in ("policy_steps", "policy_batch", "policy_lr", "policy_hidden", "policy_layers", "policy_ffn",
+                "eval_every", "threads"):  # fmt: skip
+        recipe["args"][key] = getattr(args, key)
+    recipe["policy_command"] = "python scripts/pretrain_tiny.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    with open(recipe_path, "w") as f:
+        json.dump(recipe, f, indent=2, ensure_ascii=False)
+    log(f"done: {json.dumps(recipe['reference_batch'])}")
+    return recipe
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -313,12 +384,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--policy-steps", type=int, default=700)
     parser.add_argument("--policy-batch", type=int, default=128)
     parser.add_argument("--policy-lr", type=float, default=2e-3)
+    parser.add_argument("--policy-hidden", type=int, default=128, help="Policy hidden size (4 attention heads).")
+    parser.add_argument("--policy-layers", type=int, default=4)
+    parser.add_argument("--policy-ffn", type=int, default=320, help="Policy FFN (intermediate) size.")
     parser.add_argument("--eval-every", type=int, default=50, help="Validation-CE interval (policy steps).")
     parser.add_argument("--classifier-epochs", type=int, default=10)
     parser.add_argument(
         "--classifiers-only",
         action="store_true",
         help="Keep the shipped data, VQ and policy; retrain and save the two classifiers only.",
+    )
+    parser.add_argument(
+        "--policy-only",
+        action="store_true",
+        help="Keep the shipped data, VQ and classifiers; rebuild the pool from --raw-dir, encode it with the shipped "
+        "VQ and retrain and save the policy only (the split settings must match the shipped recipe).",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads; 1 is far faster than 2 on a shared 2-core machine."
@@ -352,6 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
         with open(recipe_path, "w") as f:
             json.dump(recipe, f, indent=2, ensure_ascii=False)
         return recipe
+    if args.policy_only:
+        return retrain_policy(embedded, ImageTokenizerProcessor, data_dir, weights_dir, args, argv, log)
     os.makedirs(data_dir, exist_ok=True)
     subset, pool = build_splits(args.raw_dir, args)
     np.savez_compressed(os.path.join(data_dir, "fashion_mnist_subset.npz"), **subset)
@@ -394,7 +476,6 @@ def main(argv: list[str] | None = None) -> dict:
     image_tokenizer.save_pretrained(os.path.join(weights_dir, "image_tokenizer"))
     classifier_stats = train_classifiers(embedded, train_classifier, weights_dir, args, log)
 
-    reference_count = 64
     recipe = {
         "script": "scripts/pretrain_tiny.py",
         "command": "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -411,18 +492,9 @@ def main(argv: list[str] | None = None) -> dict:
             "parameters": sum(p.numel() for p in vq.parameters()),
             **vq_stats,
         },
-        "policy": {
-            "config": f"LlamaGen C2I hidden 128, 4 layers, 4 heads, FFN 320, {args.grid**2} tokens, label dropout 0.1",
-            "parameters": sum(p.numel() for p in policy.parameters()),
-            **policy_stats,
-        },
+        "policy": policy_summary(policy, policy_stats, args),
         "classifiers": classifier_stats,
-        "reference_batch": {
-            "description": f"teacher-forced CE (nats/token, clean context, fp32) of the first {reference_count} test "
-            "images, their VQ codes from the shipped tokenizer",
-            "num_images": reference_count,
-            "ce": teacher_forced_ce(policy, test_labels_t[:reference_count], test_ids[:reference_count]),
-        },
+        "reference_batch": reference_batch(policy, test_labels_t, test_ids),
         "seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {args.threads} torch threads",

@@ -71,3 +71,29 @@ def test_reproduce_small_runs_every_kind_of_job_and_chooses_sampling_on_validati
     assert set(results["exposure_ladder"]) == {"vq_reconstruction", "teacher_forced_draw", "free_running"}
     table = reproduce_small.table(results)
     assert "base_tuned (τ=" in table and "real floor" in table and "teacher forced draw" in table
+
+
+def test_reproduce_small_policy_option_loads_that_base_and_rejects_another_vq(tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    sys.modules.pop("reproduce_small", None)
+    import reproduce_small
+
+    from vapi_trl.demo import embedded
+    from vapi_trl.models import LlamaGenConfig, LlamaGenForClassToImage
+
+    shipped = embedded.load_policy()
+    shipped.save_pretrained(tmp_path / "same")
+    loaded = reproduce_small.load_base_policy(argparse.Namespace(policy=str(tmp_path / "same")))
+    assert not loaded.training
+    for name, tensor in shipped.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+
+    other = LlamaGenForClassToImage(LlamaGenConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1,
+                                                   num_attention_heads=4, block_size=64, num_classes=10))  # fmt: skip
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="16 entries"):
+        reproduce_small._init_worker({"policy": str(tmp_path / "other"), "threads": 1})
