@@ -1,7 +1,8 @@
 """Small-scale reproduction of VA-π on the embedded Fashion-MNIST base, every arm measured side by side.
 
 The base (see `scripts/pretrain_tiny.py`) is built for the paper's regime at toy scale: 64 tokens per image (8×8
-grid), 512 codes, a LlamaGen C2I policy pretrained on 56 000 images to its best validation CE and sampled without CFG.
+grid), 512 codes, a 0.16M-parameter LlamaGen C2I policy pretrained on 56 000 images (best validation CE within its
+budget, with a measured exposure gap) and sampled without CFG.
 
 Arms (same base policy, same optimizer steps, same images per step, same training split, same seeds):
 
@@ -18,7 +19,9 @@ Arms (same base policy, same optimizer steps, same images per step, same trainin
 - `vapi`: VA-π at the paper's defaults, ξ = 0.5, β = 0.1, the train-mode loss forward, reward −MSE (LPIPS backbone
   weights are not available offline; with them, pass `--lpips`);
 - `reward_only`: β = 0, the paper's collapse case;
-- ablations around `vapi`: ξ ∈ {0, 1} and β ∈ {0.01, 1}.
+- ablations around `vapi`: ξ ∈ {0, 1} and β ∈ {0.01, 1};
+- `eval_forward`: `vapi` with `loss_forward_mode="eval"` (no dropout in the loss forward), to isolate what the
+  official train-mode forward's label dropout does.
 
 Each trained arm runs once per seed (the seed sets the trainer's data order, context noise and sample draws); every
 policy is scored with the same sampling seed, so arms share labels and random numbers. Metrics: see
@@ -28,7 +31,7 @@ free-running), and the temperature/top-k frontier of the base on the test split,
 on which every arm is a point.
 
 Choosing the setting (steps, learning rate) is done on the validation split, `--split val`; the reported numbers
-come from `--split test`. Example (18.5 min on this project's 2-core CPU machine):
+come from `--split test`. Example (31.6 min on this project's 2-core CPU machine, all 11 arms × 3 seeds):
 
     python benchmarks/reproduce_small.py --workers 2 --json docs/results/small_benchmark.json \\
         --plot docs/results/small_benchmark.png
@@ -59,6 +62,9 @@ ARMS: dict[str, dict] = {
     "xi_1.0": {"kind": "vapi", "context_noise_prob": 1.0, "ce_coef": 0.1},
     "beta_0.01": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.01},
     "beta_1.0": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 1.0},
+    # `vapi` with every dropout off in the loss forward: isolates what the official train-mode forward (10% label
+    # dropout in the loss pass, none in the sampling pass) costs.
+    "eval_forward": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.1, "loss_forward_mode": "eval"},
 }
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse")
 LOWER_IS_BETTER = ("fid", "kid", "heldout_ce", "tf_recon_mse")
@@ -112,7 +118,10 @@ def train_ce_only(policy, codes: torch.Tensor, labels: torch.Tensor, args, conte
     return policy.eval()
 
 
-def train_vapi(policy, image_tokenizer, dataset, args, context_noise_prob: float, ce_coef: float, seed: int):
+def train_vapi(
+    policy, image_tokenizer, dataset, args, context_noise_prob: float, ce_coef: float, seed: int,
+    loss_forward_mode: str = "train",
+):  # fmt: skip
     """VA-π with `VAPiTrainer` (project defaults but the geometry, lr and the two arm parameters); the last log."""
     from transformers import PrinterCallback
 
@@ -123,6 +132,7 @@ def train_vapi(policy, image_tokenizer, dataset, args, context_noise_prob: float
             output_dir=output_dir, max_steps=args.steps, learning_rate=args.learning_rate,
             per_device_train_batch_size=args.num_images * args.num_generations, num_generations=args.num_generations,
             context_noise_prob=context_noise_prob, ce_coef=ce_coef, lpips_weight=1.0 if args.lpips else 0.0,
+            loss_forward_mode=loss_forward_mode,
             bf16=False, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
             logging_steps=max(1, args.steps // 5), disable_tqdm=True, seed=seed, dataloader_num_workers=0,
         )  # fmt: skip
@@ -196,6 +206,7 @@ def run_job(job: dict) -> dict:
             spec["context_noise_prob"],
             spec["ce_coef"],
             seed,
+            spec.get("loss_forward_mode", "train"),
         )
     train_s = time.perf_counter() - mark
     metrics = benchmarks[args.split].evaluate(policy, seed=seed, **sampling)

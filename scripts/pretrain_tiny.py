@@ -18,16 +18,25 @@ Steps (everything written under `vapi_trl/demo/`):
 2. VQ (JanusVQVAE, 32 px → `--grid`×`--grid` ids, `--codebook-size` codes; 8×8 and 512 by default): L1 + MSE
    reconstruction, codebook loss + 0.25 × commitment, on the l2-normalised latent and codebook (cosine nearest code,
    as LlamaGen and `ImageTokenizerProcessor.encode`), straight-through gradients, dead codes restarted from encoder
-   outputs. Trained on the pool. Saved with `ImageTokenizerProcessor.save_pretrained`.
-3. Policy (LlamaGen C2I, ~0.9M parameters, 64 tokens): next-token cross-entropy on the VQ codes of the pool with
-   the official label dropout (0.1, so the model is also unconditional, as LlamaGen's bases) and no other dropout,
-   AdamW, warm-up + cosine schedule over `--policy-steps`; the validation CE is measured every `--eval-every` steps
-   and the best state is kept (early stopping: the shipped base is the one with the lowest held-out CE, not an
-   overfit one). Saved with `save_pretrained` (safetensors).
+   outputs. Trained on the pool. Then `--decoder-steps` of decoder-only fine-tuning with the encoder and codebook
+   frozen (every code id unchanged; the decoder is what the short joint training leaves least converged). Saved with
+   `ImageTokenizerProcessor.save_pretrained`.
+3. Policy (LlamaGen C2I, 0.16M parameters by default: hidden 64, 2 layers, FFN 160; 64 tokens): next-token
+   cross-entropy on the VQ codes of the pool with the official label dropout (0.1, so the model is also
+   unconditional, as LlamaGen's bases) and no other dropout, AdamW, warm-up + cosine schedule over `--policy-steps`;
+   the validation CE is measured every `--eval-every` steps and the best state is kept (early stopping: the shipped
+   base is the one with the lowest held-out CE, not an overfit one). The default budget (600 steps × 128 images) ends
+   while the validation CE still falls: a base with a measurable free-running vs teacher-forced gap (exposure bias),
+   which a fully trained policy of this size does not have (see `docs/small_benchmark.md`). Saved with
+   `save_pretrained` (safetensors).
 4. Classifiers: `SmallClassifier` trained on `train` (feature extractor for FID/KID/P-R) and on `holdout` (conditional
    accuracy).
 5. `weights/recipe.json`: settings, final losses, the validation-CE curve, and the teacher-forced CE of the shipped
    policy on the first 64 test images (a regression check for the shipped weights).
+
+Partial rebuilds keep the rest as shipped (the split and VQ settings must match the recipe): `--classifiers-only`,
+`--policy-only` (a new policy on the shipped VQ's codes) and `--decoder-only` (a fine-tuned decoder; codes, policy and
+classifiers kept).
 """
 
 import argparse
@@ -138,19 +147,30 @@ def vq_config(codebook_size: int, grid: int):
     )  # fmt: skip
 
 
-def quantize(vq, pixels: torch.Tensor):
-    """Encoder → l2-normalised latent → cosine-nearest l2-normalised code; straight-through. Returns decode, losses."""
+def nearest_codes(vq, pixels: torch.Tensor):
+    """l2-normalised encoder latents `[B·h·w, D]`, their cosine-nearest code ids `[B·h·w]`, the l2-normalised
+    codebook `[K, D]` and the latent grid shape `(B, D, h, w)`."""
     latent = F.normalize(vq.quant_conv(vq.encoder(pixels)), dim=1)  # [B, D, h, w]
     batch, dim, height, width = latent.shape
     flat = latent.permute(0, 2, 3, 1).reshape(-1, dim)
     codebook = F.normalize(vq.quantize.embedding.weight, dim=-1)
-    ids = (flat @ codebook.T).argmax(dim=1)
+    return flat, (flat @ codebook.T).argmax(dim=1), codebook, latent.shape
+
+
+def decode_latents(vq, flat: torch.Tensor, shape) -> torch.Tensor:
+    """Decode code vectors `[B·h·w, D]` laid out on the grid `shape` `(B, D, h, w)` to pixels `[B, 3, H, W]`."""
+    batch, dim, height, width = shape
+    return vq.decoder(vq.post_quant_conv(flat.view(batch, height, width, dim).permute(0, 3, 1, 2)))
+
+
+def quantize(vq, pixels: torch.Tensor):
+    """Encoder → l2-normalised latent → cosine-nearest l2-normalised code; straight-through. Returns decode, losses."""
+    flat, ids, codebook, shape = nearest_codes(vq, pixels)
     quantized = codebook[ids]
     codebook_loss = F.mse_loss(quantized, flat.detach())
     commitment = F.mse_loss(flat, quantized.detach())
     straight_through = flat + (quantized - flat).detach()
-    hidden = straight_through.view(batch, height, width, dim).permute(0, 3, 1, 2)
-    return vq.decoder(vq.post_quant_conv(hidden)), codebook_loss, commitment, ids, flat.detach()
+    return decode_latents(vq, straight_through, shape), codebook_loss, commitment, ids, flat.detach()
 
 
 def train_vq(pixels: torch.Tensor, args, log) -> tuple[object, dict]:
@@ -190,6 +210,49 @@ def train_vq(pixels: torch.Tensor, args, log) -> tuple[object, dict]:
     vq.eval()
     tail = np.mean(history[-100:], axis=0)
     return vq, {"final_l1_plus_mse": float(tail[0]), "final_mse": float(tail[1]), "code_restarts": restarts}
+
+
+def finetune_decoder(vq, pixels: torch.Tensor, args, log) -> dict:
+    """
+    Train the VQ's decoder (and post-quant conv) alone on the reconstruction loss, with the encoder and codebook
+    frozen, so every image keeps its code ids: a policy trained on those ids stays valid. The joint VQ training sees
+    only `--vq-steps × --vq-batch` images on CPU, and its decoder is the part left furthest from converged (its blur
+    caps the recall any generator over this VQ can reach). Returns the decoder's stats.
+    """
+    started = time.time()
+    trainable = [*vq.decoder.parameters(), *vq.post_quant_conv.parameters()]
+    vq.requires_grad_(False)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    vq.train()
+    optimizer = torch.optim.Adam(trainable, lr=args.decoder_lr)
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    history = []
+    for step in range(args.decoder_steps):
+        x = pixels[torch.randint(len(pixels), (args.decoder_batch,), generator=generator)]
+        with torch.no_grad():
+            _, ids, codebook, shape = nearest_codes(vq, x)
+        decoded = decode_latents(vq, codebook[ids], shape)
+        reconstruction = F.l1_loss(decoded, x) + F.mse_loss(decoded, x)
+        optimizer.zero_grad()
+        reconstruction.backward()
+        optimizer.step()
+        for group in optimizer.param_groups:  # cosine decay to 10%
+            progress = (step + 1) / args.decoder_steps
+            group["lr"] = args.decoder_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        history.append((reconstruction.item(), F.mse_loss(decoded.detach(), x).item()))
+        if (step + 1) % 100 == 0:
+            recent = np.mean(history[-100:], axis=0)
+            log(f"decoder step {step + 1}/{args.decoder_steps}: l1+mse {recent[0]:.4f}, mse {recent[1]:.4f}")
+    vq.eval()
+    vq.requires_grad_(False)
+    tail = [float(value) for value in np.mean(history[-100:], axis=0)] if history else [None, None]
+    return {
+        "decoder_steps": args.decoder_steps,
+        "decoder_final_l1_plus_mse": tail[0],
+        "decoder_final_mse": tail[1],
+        "decoder_seconds": round(time.time() - started, 1),
+    }
 
 
 def encode_all(image_tokenizer, pixels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -313,18 +376,19 @@ def reference_batch(policy, test_labels: torch.Tensor, test_ids: torch.Tensor, c
     }
 
 
-def retrain_policy(embedded, image_tokenizer_class, data_dir: str, weights_dir: str, args, argv, log) -> dict:
-    """`--policy-only`: the same pool (checked against the shipped splits), the shipped VQ, a new policy."""
-    import sys
-
-    recipe_path = os.path.join(weights_dir, "recipe.json")
-    with open(recipe_path) as f:
+def shipped_recipe_and_pool(embedded, data_dir: str, weights_dir: str, args, flag: str) -> tuple[dict, dict]:
+    """
+    For the partial rebuilds (`--policy-only`, `--decoder-only`): the shipped recipe, after checking that the split
+    and VQ settings match it, and the pretraining pool rebuilt from `--raw-dir`, after checking that the splits it
+    gives are the shipped ones (so the pool is the one the shipped weights were trained on).
+    """
+    with open(os.path.join(weights_dir, "recipe.json")) as f:
         recipe = json.load(f)
     for key in ("seed", "train", "val", "holdout", "test", "grid", "codebook_size"):
         if recipe["args"][key] != getattr(args, key):
             raise ValueError(
-                f"--policy-only keeps the shipped data and VQ, built with {key}={recipe['args'][key]!r}; got "
-                f"{getattr(args, key)!r}. Pass the shipped value, or rebuild everything without --policy-only."
+                f"{flag} keeps the shipped data and VQ codes, built with {key}={recipe['args'][key]!r}; got "
+                f"{getattr(args, key)!r}. Pass the shipped value, or rebuild everything without {flag}."
             )
     embedded.DATA_FILE = os.path.join(data_dir, "fashion_mnist_subset.npz")
     embedded._load_npz.cache_clear()
@@ -334,6 +398,49 @@ def retrain_policy(embedded, image_tokenizer_class, data_dir: str, weights_dir: 
         if not np.array_equal(embedded.pad_images(subset[f"{split}_images"]), shipped_images):
             raise ValueError(f"--raw-dir rebuilds a {split!r} split that differs from the shipped one; use the "
                              "Fashion-MNIST files the shipped data was built from.")  # fmt: skip
+    return recipe, pool
+
+
+def command_line(argv) -> str:
+    import sys
+
+    return "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def refine_decoder(embedded, image_tokenizer_class, data_dir: str, weights_dir: str, args, argv, log) -> dict:
+    """`--decoder-only`: fine-tune the shipped VQ's decoder on the same pool; the code ids, policy and classifiers
+    stay as shipped (checked: the test split's ids before and after are equal)."""
+    recipe, pool = shipped_recipe_and_pool(embedded, data_dir, weights_dir, args, "--decoder-only")
+    tokenizer_dir = os.path.join(weights_dir, "image_tokenizer")
+    image_tokenizer = image_tokenizer_class.from_pretrained(tokenizer_dir)
+    test_images, _ = embedded.load_arrays("test")
+    test_pixels = embedded.to_pixels(test_images)
+    ids_before = encode_all(image_tokenizer, test_pixels)
+    stats = finetune_decoder(
+        image_tokenizer.vq_model, embedded.to_pixels(embedded.pad_images(pool["images"])), args, log
+    )
+    image_tokenizer = image_tokenizer_class.from_vq_model(image_tokenizer.vq_model, image_size=embedded.IMAGE_SIZE)
+    if not torch.equal(encode_all(image_tokenizer, test_pixels), ids_before):  # integer ids: exact
+        raise RuntimeError("decoder fine-tuning changed the code ids; the encoder or codebook was not frozen")
+    with torch.no_grad():
+        reconstruction = torch.cat([image_tokenizer.decode(chunk) for chunk in ids_before.split(500)])
+    stats["test_reconstruction_mse_pm1"] = (reconstruction - test_pixels).pow(2).mean().item()
+    shutil.rmtree(tokenizer_dir)
+    image_tokenizer.save_pretrained(tokenizer_dir)
+    recipe["image_tokenizer"].update(stats)
+    for key in ("decoder_steps", "decoder_batch", "decoder_lr", "threads"):
+        recipe["args"][key] = getattr(args, key)
+    recipe["decoder_command"] = command_line(argv)
+    with open(os.path.join(weights_dir, "recipe.json"), "w") as f:
+        json.dump(recipe, f, indent=2, ensure_ascii=False)
+    log(f"decoder: {stats}")
+    return recipe
+
+
+def retrain_policy(embedded, image_tokenizer_class, data_dir: str, weights_dir: str, args, argv, log) -> dict:
+    """`--policy-only`: the same pool (checked against the shipped splits), the shipped VQ, a new policy."""
+    recipe, pool = shipped_recipe_and_pool(embedded, data_dir, weights_dir, args, "--policy-only")
+    recipe_path = os.path.join(weights_dir, "recipe.json")
     image_tokenizer = image_tokenizer_class.from_pretrained(os.path.join(weights_dir, "image_tokenizer"))
     pool_ids = encode_all(image_tokenizer, embedded.to_pixels(embedded.pad_images(pool["images"])))
     val_images, val_labels = embedded.load_arrays("val")
@@ -354,9 +461,7 @@ def retrain_policy(embedded, image_tokenizer_class, data_dir: str, weights_dir: 
     for key in ("policy_steps", "policy_batch", "policy_lr", "policy_hidden", "policy_layers", "policy_ffn",
                 "eval_every", "threads"):  # fmt: skip
         recipe["args"][key] = getattr(args, key)
-    recipe["policy_command"] = "python scripts/pretrain_tiny.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    recipe["policy_command"] = command_line(argv)
     with open(recipe_path, "w") as f:
         json.dump(recipe, f, indent=2, ensure_ascii=False)
     log(f"done: {json.dumps(recipe['reference_batch'])}")
@@ -381,12 +486,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vq-steps", type=int, default=800)
     parser.add_argument("--vq-batch", type=int, default=32)
     parser.add_argument("--vq-lr", type=float, default=3e-3)
-    parser.add_argument("--policy-steps", type=int, default=700)
+    parser.add_argument(
+        "--decoder-steps", type=int, default=1000, help="Decoder-only fine-tuning steps after the VQ (codes frozen)."
+    )
+    parser.add_argument("--decoder-batch", type=int, default=64)
+    parser.add_argument("--decoder-lr", type=float, default=1e-3)
+    parser.add_argument("--policy-steps", type=int, default=600)
     parser.add_argument("--policy-batch", type=int, default=128)
     parser.add_argument("--policy-lr", type=float, default=2e-3)
-    parser.add_argument("--policy-hidden", type=int, default=128, help="Policy hidden size (4 attention heads).")
-    parser.add_argument("--policy-layers", type=int, default=4)
-    parser.add_argument("--policy-ffn", type=int, default=320, help="Policy FFN (intermediate) size.")
+    parser.add_argument("--policy-hidden", type=int, default=64, help="Policy hidden size (4 attention heads).")
+    parser.add_argument("--policy-layers", type=int, default=2)
+    parser.add_argument("--policy-ffn", type=int, default=160, help="Policy FFN (intermediate) size.")
     parser.add_argument("--eval-every", type=int, default=50, help="Validation-CE interval (policy steps).")
     parser.add_argument("--classifier-epochs", type=int, default=10)
     parser.add_argument(
@@ -399,6 +509,12 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="Keep the shipped data, VQ and classifiers; rebuild the pool from --raw-dir, encode it with the shipped "
         "VQ and retrain and save the policy only (the split settings must match the shipped recipe).",
+    )
+    parser.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="Keep the shipped data, VQ encoder and codebook (so every code id), policy and classifiers; rebuild the "
+        "pool from --raw-dir and fine-tune the VQ decoder only (the split settings must match the shipped recipe).",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads; 1 is far faster than 2 on a shared 2-core machine."
@@ -426,12 +542,16 @@ def main(argv: list[str] | None = None) -> dict:
             recipe = json.load(f)
         recipe["classifiers"] = train_classifiers(embedded, train_classifier, weights_dir, args, log)
         recipe["args"]["classifier_epochs"] = args.classifier_epochs
-        recipe["classifiers_command"] = "python scripts/pretrain_tiny.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]
-        )
+        recipe["classifiers_command"] = command_line(argv)
         with open(recipe_path, "w") as f:
             json.dump(recipe, f, indent=2, ensure_ascii=False)
         return recipe
+    if args.policy_only and args.decoder_only:
+        raise ValueError(
+            "--policy-only and --decoder-only each keep what the other retrains; run them one after the other."
+        )
+    if args.decoder_only:
+        return refine_decoder(embedded, ImageTokenizerProcessor, data_dir, weights_dir, args, argv, log)
     if args.policy_only:
         return retrain_policy(embedded, ImageTokenizerProcessor, data_dir, weights_dir, args, argv, log)
     os.makedirs(data_dir, exist_ok=True)
@@ -450,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_pixels, test_pixels = embedded.to_pixels(val_images), embedded.to_pixels(test_images)
 
     vq, vq_stats = train_vq(pool_pixels, args, log)
+    vq_stats.update(finetune_decoder(vq, pool_pixels, args, log))
     image_tokenizer = ImageTokenizerProcessor.from_vq_model(vq, image_size=embedded.IMAGE_SIZE)
     # The dataset path (PIL → CLIPImageProcessor) must give the same pixels as `to_pixels` used for training.
     rows = embedded.load_dataset("test", limit=8)
@@ -478,7 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     recipe = {
         "script": "scripts/pretrain_tiny.py",
-        "command": "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(argv),
         "args": {k: v for k, v in vars(args).items() if k not in ("raw_dir", "out")},
         "data": {
             "source": "Fashion-MNIST (Debian dataset-fashion-mnist), MIT",

@@ -1,5 +1,6 @@
 """`scripts/pretrain_tiny.py` end to end on a synthetic Fashion-MNIST-shaped raw folder (the real one is a Debian
-package CI does not have): the full build, then `--policy-only`, which must keep the data, VQ and classifiers."""
+package CI does not have): the full build, then `--policy-only`, which must keep the data, VQ and classifiers, and
+`--decoder-only`, which must keep every code id, the policy and the classifiers."""
 
 import gzip
 import hashlib
@@ -52,12 +53,13 @@ def test_full_build_then_policy_only_keeps_data_vq_and_classifiers(tmp_path, mon
               "--test", "100", "--grid", "8", "--codebook-size", "32", "--policy-batch", "16",
               "--eval-every", "2", "--classifier-epochs", "1"]  # fmt: skip
     try:
-        recipe = pretrain_tiny.main(common + ["--vq-steps", "3", "--policy-steps", "4"])
+        recipe = pretrain_tiny.main(common + ["--vq-steps", "3", "--decoder-steps", "2", "--policy-steps", "4"])
         weights = out / "weights"
         assert recipe["policy"]["steps"] == 4 and len(recipe["policy"]["val_ce_curve"]) == 2
         assert recipe["policy"]["best_val_ce"] == min(p["val_ce"] for p in recipe["policy"]["val_ce_curve"])
         assert recipe["data"]["pretraining_pool"] == 400 - 100  # 40 per class, less val and holdout
-        assert "hidden 128, 4 layers" in recipe["policy"]["config"]
+        assert recipe["image_tokenizer"]["decoder_steps"] == 2
+        assert "hidden 64, 2 layers" in recipe["policy"]["config"]
         kept = {
             name: digest(weights / name)
             for name in ("image_tokenizer/vq_model/model.safetensors", "classifiers/feature/model.safetensors")
@@ -96,3 +98,51 @@ def test_full_build_then_policy_only_keeps_data_vq_and_classifiers(tmp_path, mon
         k: v for k, v in kept.items() if k != "data"
     }
     assert digest(out / "data" / "fashion_mnist_subset.npz") == kept["data"]
+
+
+@pytest.mark.slow
+def test_decoder_only_keeps_codes_policy_and_classifiers(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
+    sys.modules.pop("pretrain_tiny", None)
+    import pretrain_tiny
+    import torch
+
+    from vapi_trl.demo import embedded
+    from vapi_trl.models import ImageTokenizerProcessor
+
+    monkeypatch.setattr(embedded, "DATA_FILE", embedded.DATA_FILE)
+    raw, out = tmp_path / "raw", tmp_path / "demo"
+    raw.mkdir()
+    synthetic_raw(raw)
+    common = ["--raw-dir", str(raw), "--out", str(out), "--train", "100", "--val", "50", "--holdout", "50",
+              "--test", "100", "--grid", "8", "--codebook-size", "32", "--policy-batch", "16",
+              "--eval-every", "2", "--classifier-epochs", "1", "--policy-hidden", "32", "--policy-layers", "1",
+              "--policy-ffn", "64"]  # fmt: skip
+    weights = out / "weights"
+    try:
+        recipe = pretrain_tiny.main(common + ["--vq-steps", "3", "--decoder-steps", "0", "--policy-steps", "2"])
+        test_pixels = embedded.to_pixels(embedded.load_arrays("test")[0])
+        before = ImageTokenizerProcessor.from_pretrained(str(weights / "image_tokenizer"))
+        kept = {name: digest(weights / name) for name in
+                ("policy/model.safetensors", "classifiers/feature/model.safetensors",
+                 "classifiers/heldout/model.safetensors")}  # fmt: skip
+
+        with pytest.raises(ValueError, match="grid=8"):
+            pretrain_tiny.main(common + ["--grid", "4", "--decoder-only"])
+        with pytest.raises(ValueError, match="one after the other"):
+            pretrain_tiny.main(common + ["--decoder-only", "--policy-only"])
+
+        refined = pretrain_tiny.main(common + ["--decoder-only", "--decoder-steps", "3", "--decoder-lr", "1e-2"])
+        after = ImageTokenizerProcessor.from_pretrained(str(weights / "image_tokenizer"))
+        ids_before, ids_after = before.encode(test_pixels), after.encode(test_pixels)
+    finally:
+        embedded._load_npz.cache_clear()
+    assert torch.equal(ids_before, ids_after)  # integer code ids: the encoder and codebook were frozen
+    assert not torch.allclose(before.decode(ids_before), after.decode(ids_after))  # the decoder did train
+    assert {name: digest(weights / name) for name in kept} == kept
+    assert refined["image_tokenizer"]["decoder_steps"] == 3 and refined["args"]["decoder_lr"] == 1e-2
+    assert "--decoder-only" in refined["decoder_command"]
+    assert refined["policy"] == recipe["policy"] and refined["reference_batch"] == recipe["reference_batch"]
+    mse = (after.decode(ids_after) - test_pixels).pow(2).mean().item()
+    torch.testing.assert_close(refined["image_tokenizer"]["test_reconstruction_mse_pm1"], mse, rtol=1e-4, atol=1e-7)
+    assert json.loads((weights / "recipe.json").read_text()) == refined
