@@ -36,6 +36,16 @@ def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """`pretrain_tiny.main` sets torch's thread count for the whole process; later tests must not inherit it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 def test_full_build_then_policy_only_keeps_data_vq_and_classifiers(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
