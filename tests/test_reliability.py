@@ -137,6 +137,7 @@ KILLED_RUN = textwrap.dedent(
     from vapi_trl import VAPiTrainer
     from vapi_trl.models import ImageTokenizerProcessor, LlamaGenForClassToImage
 
+    torch.set_num_threads({threads})  # the parent's count: the resumed run must continue the same arithmetic
     torch.manual_seed(0)
     tokenizer = ImageTokenizerProcessor.from_vq_config(tiny_vq_config(), image_size=32)
     torch.manual_seed(0)
@@ -160,7 +161,7 @@ KILLED_RUN = textwrap.dedent(
 @pytest.mark.slow
 def test_kill_during_checkpoint_save_resumes_from_last_complete(tmp_path, tiny_image_tokenizer):
     script = tmp_path / "killed_run.py"
-    script.write_text(KILLED_RUN.format(root=str(ROOT), tmp=str(tmp_path / "killed")))
+    script.write_text(KILLED_RUN.format(root=str(ROOT), tmp=str(tmp_path / "killed"), threads=torch.get_num_threads()))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 17, result.stderr[-2000:]
