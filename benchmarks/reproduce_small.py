@@ -31,7 +31,7 @@ free-running), and the temperature/top-k frontier of the base on the test split,
 on which every arm is a point.
 
 Choosing the setting (steps, learning rate) is done on the validation split, `--split val`; the reported numbers
-come from `--split test`. Example (31.6 min on this project's 2-core CPU machine, all 11 arms × 3 seeds):
+come from `--split test`. Example (18.7 min on this project's 2-core CPU machine, the 9 default arms × 3 seeds):
 
     python benchmarks/reproduce_small.py --workers 2 --json docs/results/small_benchmark.json \\
         --plot docs/results/small_benchmark.png
@@ -44,7 +44,7 @@ import platform
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
 import torch
@@ -66,7 +66,13 @@ ARMS: dict[str, dict] = {
     # dropout in the loss pass, none in the sampling pass) costs.
     "eval_forward": {"kind": "vapi", "context_noise_prob": 0.5, "ce_coef": 0.1, "loss_forward_mode": "eval"},
 }
+#: Diagnostic arms, not in the default run (add them with `--arms`): they explain a result, they are not the
+#: comparison the benchmark is for, and leaving them out keeps the default run within 20 minutes on 2 CPU cores.
+DIAGNOSTIC_ARMS = ("ce_clean", "eval_forward")
+DEFAULT_ARMS = [arm for arm in ARMS if arm not in DIAGNOSTIC_ARMS]
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse")
+#: Teacher-forced scores: they depend on the policy and the seed, not on the sampling setting.
+TEACHER_FORCED_METRICS = ("heldout_ce", "tf_recon_mse")
 LOWER_IS_BETTER = ("fid", "kid", "heldout_ce", "tf_recon_mse")
 #: The base's sampling frontier drawn on the test split (the choice itself is made on validation).
 FRONTIER_TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
@@ -185,9 +191,9 @@ def run_job(job: dict) -> dict:
     args, benchmarks = _STATE["args"], _STATE["benchmarks"]
     mark = time.perf_counter()
     policy = load_base_policy(args)
-    if job["kind"] == "sampling":  # the base at one (τ, top-k) on one split
+    if job["kind"] == "sampling":  # the base at one (τ, top-k) on one split: sample metrics only
         metrics = benchmarks[job["split"]].evaluate(
-            policy, seed=job["seed"], temperature=job["temperature"], top_k=job["top_k"]
+            policy, seed=job["seed"], temperature=job["temperature"], top_k=job["top_k"], teacher_forced=False
         )
         return {**job, "metrics": metrics, "seconds": time.perf_counter() - mark}
     if job["kind"] == "ladder":
@@ -209,7 +215,9 @@ def run_job(job: dict) -> dict:
             spec.get("loss_forward_mode", "train"),
         )
     train_s = time.perf_counter() - mark
-    metrics = benchmarks[args.split].evaluate(policy, seed=seed, **sampling)
+    metrics = benchmarks[args.split].evaluate(
+        policy, seed=seed, teacher_forced=job.get("teacher_forced", True), **sampling
+    )
     return {
         **job,
         "metrics": metrics,
@@ -219,23 +227,108 @@ def run_job(job: dict) -> dict:
     }
 
 
-def _run_all(jobs: list[dict], pool, say) -> list[dict]:
-    results = []
-    runner = pool.map(run_job, jobs) if pool is not None else map(run_job, jobs)
-    for result in runner:
-        results.append(result)
-        label = result.get("arm") or f"{result['kind']} τ={result.get('temperature')} k={result.get('top_k')}"
-        shown = result.get("metrics") or result["ladder"]["free_running"]
-        say(f"{label} seed {result['seed']}: fid {shown['fid']:.3f} precision {shown['precision']:.3f} "
-            f"recall {shown['recall']:.3f}")  # fmt: skip
+def _say_result(result: dict, say) -> None:
+    label = result.get("arm") or f"{result['kind']} τ={result.get('temperature')} k={result.get('top_k')}"
+    shown = result.get("metrics") or result["ladder"]["free_running"]
+    say(f"{label} seed {result['seed']}: fid {shown['fid']:.3f} precision {shown['precision']:.3f} "
+        f"recall {shown['recall']:.3f}")  # fmt: skip
+
+
+def _run_all(jobs: list[dict], pool, say, follow_up) -> list[dict]:
+    """
+    Run `jobs` (in the pool, in this order, or here when `pool` is None); after each result, the jobs that
+    `follow_up(results so far)` returns are queued too. Jobs are dispatched as workers free up, so a job that waits
+    for others (the tuned base waits for the validation sweep) does not leave a worker idle.
+    """
+    results: list[dict] = []
+    if pool is None:
+        queue = list(jobs)
+        while queue:
+            results.append(run_job(queue.pop(0)))
+            _say_result(results[-1], say)
+            queue += follow_up(results)
+        return results
+    running = {pool.submit(run_job, job) for job in jobs}
+    while running:
+        finished, running = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            results.append(future.result())
+            _say_result(results[-1], say)
+            running |= {pool.submit(run_job, job) for job in follow_up(results)}
     return results
+
+
+def _plan(args) -> list[dict]:
+    """
+    The first jobs, longest first so that the last ones to finish are short: the validation sweep (the tuned base
+    waits for it), the trained arms, the exposure ladder, the base, then the test frontier. The frontier's τ = 1,
+    no-top-k point is the base arm's first seed (same policy, split, seed and setting: the same samples), so it is
+    not run twice.
+    """
+    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID
+
+    first_seed = args.seeds[0]
+    jobs = []
+    if "base_tuned" in args.arms:  # the validation sweep only serves the base_tuned choice
+        jobs += [
+            {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
+            for t, k in SAMPLING_GRID
+        ]
+    cost = {"vapi": 0, "ce_only": 1, "base": 2}
+    trained = sorted((a for a in args.arms if a != "base_tuned"), key=lambda a: cost[ARMS[a]["kind"]])
+    jobs += [{"kind": "arm", "arm": arm, "seed": seed} for arm in trained if arm != "base" for seed in args.seeds]
+    if args.split == "test" and not args.no_frontier:
+        jobs.append({"kind": "ladder", "split": "test", "seed": first_seed})
+    if "base" in args.arms:
+        jobs += [{"kind": "arm", "arm": "base", "seed": seed} for seed in args.seeds]
+    for temperature, top_k in _frontier_settings(args):
+        if (temperature, top_k) != (1.0, 0) or "base" not in args.arms:
+            jobs.append({"kind": "sampling", "split": "test", "seed": first_seed, "temperature": temperature,
+                         "top_k": top_k})  # fmt: skip
+    return jobs
+
+
+def _frontier_settings(args) -> list[tuple[float, int]]:
+    if args.split != "test" or args.no_frontier:
+        return []
+    return [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
+
+
+def _tuned_runs(
+    runs: list[dict], seeds: list[int], chosen: dict, frontier: dict, base_runs: dict, reused: list[str]
+) -> list[dict]:
+    """
+    The tuned base's run per seed: its own job, or the test frontier's point at the chosen setting (first seed);
+    with the teacher-forced scores of the base at the same seed when the base ran (they ignore the sampling setting).
+    """
+    by_seed = {r["seed"]: r for r in runs}
+    completed = []
+    for seed in seeds:
+        if seed in by_seed:
+            run = {**by_seed[seed], "metrics": dict(by_seed[seed]["metrics"])}
+        else:
+            setting = (chosen["temperature"], chosen["top_k"])
+            run = {"seed": seed, "metrics": dict(frontier[setting]), "last_train_log": {}, "train_s": 0.0,
+                   "evaluate_s": 0.0}  # fmt: skip
+            reused.append(f"arms.base_tuned seed {seed}: frontier_test τ={setting[0]} top-k={setting[1]}")
+        if seed in base_runs:
+            run["metrics"].update({k: base_runs[seed][k] for k in TEACHER_FORCED_METRICS})
+            reused.append(f"arms.base_tuned seed {seed} {', '.join(TEACHER_FORCED_METRICS)}: arms.base seed {seed}")
+        completed.append(run)
+    return completed
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None, help="Write the results to this JSON file.")
     parser.add_argument("--plot", default=None, help="Write the precision–recall frontier and FID chart (PNG) here.")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=DEFAULT_ARMS,
+        choices=list(ARMS),
+        help=f"Arms to run (default: all but the diagnostics {', '.join(DIAGNOSTIC_ARMS)}).",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--split",
@@ -279,21 +372,29 @@ def main(argv: list[str] | None = None) -> dict:
     }
     say(f"real floor ({args.split}): {json.dumps({k: round(v, 4) for k, v in results['real_floor'].items()})}")
     first_seed = args.seeds[0]
-    jobs = []
-    if "base_tuned" in args.arms:  # the validation sweep only serves the base_tuned choice
-        jobs += [
-            {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
-            for t, k in SAMPLING_GRID
+    jobs = _plan(args)
+    frontier_settings = _frontier_settings(args)
+    num_validation = sum(job["kind"] == "sampling" and job["split"] == "val" for job in jobs)
+    # The tuned base's first seed is the frontier point at the chosen setting when the frontier has it, and the
+    # teacher-forced scores of a base_tuned run are the base's at the same seed: they do not depend on sampling.
+    reuse_base = "base" in args.arms
+    chosen: dict = {}
+
+    def follow_up(done: list[dict]) -> list[dict]:
+        """The tuned base's jobs, once the whole validation sweep is in."""
+        validation = [r for r in done if r["kind"] == "sampling" and r["split"] == "val"]
+        if "base_tuned" not in args.arms or chosen or len(validation) < num_validation:
+            return []
+        best = min(validation, key=lambda r: r["metrics"]["fid"])
+        chosen.update(temperature=best["temperature"], top_k=best["top_k"])
+        say(f"best sampling on validation (FID): {chosen}")
+        from_frontier = reuse_base and (chosen["temperature"], chosen["top_k"]) in frontier_settings
+        return [
+            {"kind": "arm", "arm": "base_tuned", "seed": s, "sampling": dict(chosen), "teacher_forced": not reuse_base}
+            for s in args.seeds
+            if not (from_frontier and s == first_seed)
         ]
-    if args.split == "test" and not args.no_frontier:
-        frontier = [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
-        jobs += [
-            {"kind": "sampling", "split": "test", "seed": first_seed, "temperature": t, "top_k": k}
-            for t, k in frontier
-        ]
-        jobs.append({"kind": "ladder", "split": "test", "seed": first_seed})
-    trained = [arm for arm in args.arms if arm != "base_tuned"]
-    jobs += [{"kind": "arm", "arm": arm, "seed": seed} for arm in trained for seed in args.seeds]
+
     context = get_context("spawn")
     pool = (
         ProcessPoolExecutor(args.workers, mp_context=context, initializer=_init_worker, initargs=(args_dict,))
@@ -301,34 +402,33 @@ def main(argv: list[str] | None = None) -> dict:
         else None
     )
     try:
-        done = _run_all(jobs, pool, say)
-        validation = [r for r in done if r["kind"] == "sampling" and r["split"] == "val"]
-        chosen = None
-        if "base_tuned" in args.arms:
-            best = min(validation, key=lambda r: r["metrics"]["fid"])
-            chosen = {"temperature": best["temperature"], "top_k": best["top_k"]}
-            say(f"best sampling on validation (FID): {chosen}")
-            done += _run_all(
-                [{"kind": "arm", "arm": "base_tuned", "seed": s, "sampling": chosen} for s in args.seeds], pool, say
-            )
+        done = _run_all(jobs, pool, say, follow_up)
     finally:
         if pool is not None:
             pool.shutdown()
+    validation = [r for r in done if r["kind"] == "sampling" and r["split"] == "val"]
+    validation.sort(key=lambda r: SAMPLING_GRID.index((r["temperature"], r["top_k"])))
     results["sampling_selection"] = {
-        "chosen": chosen,
+        "chosen": chosen or None,
         "criterion": "lowest FID on the validation split, seed " + str(first_seed),
         "validation_sweep": [{**{k: r[k] for k in ("temperature", "top_k")}, **r["metrics"]} for r in validation],
     }
-    results["frontier_test"] = [
-        {**{k: r[k] for k in ("temperature", "top_k")}, **r["metrics"]}
-        for r in done
-        if r["kind"] == "sampling" and r["split"] == "test"
-    ]
+    results["reused"] = []
+    base_runs = {r["seed"]: r["metrics"] for r in done if r.get("arm") == "base"}
+    frontier = {
+        (r["temperature"], r["top_k"]): r["metrics"] for r in done if r["kind"] == "sampling" and r["split"] == "test"
+    }
+    if (1.0, 0) in frontier_settings and (1.0, 0) not in frontier:
+        frontier[(1.0, 0)] = {k: v for k, v in base_runs[first_seed].items() if k not in TEACHER_FORCED_METRICS}
+        results["reused"].append(f"frontier_test τ=1.0 top-k=0: arms.base seed {first_seed} (the same samples)")
+    results["frontier_test"] = [{"temperature": t, "top_k": k, **frontier[(t, k)]} for t, k in frontier_settings]
     ladder = [r for r in done if r["kind"] == "ladder"]
     if ladder:
         results["exposure_ladder"] = ladder[0]["ladder"]
     for arm in args.arms:
-        runs = [r for r in done if r.get("arm") == arm]
+        runs = sorted((r for r in done if r.get("arm") == arm), key=lambda r: args.seeds.index(r["seed"]))
+        if arm == "base_tuned":
+            runs = _tuned_runs(runs, args.seeds, chosen, frontier, base_runs, results["reused"])
         results["arms"][arm] = {
             "spec": {**ARMS[arm], **({"sampling": chosen} if arm == "base_tuned" else {})},
             "runs": [r["metrics"] for r in runs],
