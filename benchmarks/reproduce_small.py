@@ -49,6 +49,8 @@ from multiprocessing import get_context
 
 import torch
 
+from vapi_trl.evaluation.small_benchmark import TEACHER_FORCED_METRICS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ARMS: dict[str, dict] = {
@@ -71,8 +73,6 @@ ARMS: dict[str, dict] = {
 DIAGNOSTIC_ARMS = ("ce_clean", "eval_forward")
 DEFAULT_ARMS = [arm for arm in ARMS if arm not in DIAGNOSTIC_ARMS]
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse")
-#: Teacher-forced scores: they depend on the policy and the seed, not on the sampling setting.
-TEACHER_FORCED_METRICS = ("heldout_ce", "tf_recon_mse")
 LOWER_IS_BETTER = ("fid", "kid", "heldout_ce", "tf_recon_mse")
 #: The base's sampling frontier drawn on the test split (the choice itself is made on validation).
 FRONTIER_TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)

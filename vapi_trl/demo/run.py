@@ -176,7 +176,7 @@ def run_demo(
     Returns:
         The report written to `report.json`.
     """
-    from vapi_trl.evaluation.small_benchmark import select_sampling
+    from vapi_trl.evaluation.small_benchmark import TEACHER_FORCED_METRICS, select_sampling
 
     settings = settings or DemoSettings()
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
@@ -239,7 +239,7 @@ def run_demo(
     say(f"Scoring the base at τ={chosen['temperature']}, top-k={chosen['top_k'] or 'off'} ...")
     # Teacher-forced scores ignore the sampling setting: the tuned base's are the base's (same policy and seed).
     tuned = score(policy, "tuned_base", **chosen, teacher_forced=False)
-    tuned.update({key: before[key] for key in ("heldout_ce", "tf_recon_mse")})
+    tuned.update({key: before[key] for key in TEACHER_FORCED_METRICS})
 
     mark = time.perf_counter()
     say(f"VA-π: {settings.steps} steps of {settings.num_images} images × G={settings.num_generations} ...")
@@ -287,7 +287,7 @@ def _load_embedded(settings: DemoSettings):
                 labels,
                 num_samples=samples,
                 num_tf_images=settings.teacher_forced_images,
-            )  # fmt: skip
+            )
         )
     train_dataset = embedded.load_dataset("train", limit=settings.train_images)
     return embedded.load_policy(), image_tokenizer, train_dataset, *benchmarks

@@ -32,6 +32,9 @@ from torch import nn
 from .arrays import to_pixels, to_rgb_uint8
 from .metrics import extract_features, feature_statistics, frechet_distance, improved_precision_recall
 
+#: The teacher-forced scores of `SmallBenchmark.evaluate`: they depend on the policy and the seed, not on the sampling
+#: setting, so a sweep over τ / top-k of one policy computes them once.
+TEACHER_FORCED_METRICS = ("heldout_ce", "tf_recon_mse")
 CLASSIFIER_CONFIG = "classifier_config.json"
 CLASSIFIER_WEIGHTS = "model.safetensors"
 
@@ -377,7 +380,7 @@ def select_sampling(
     Returns:
         `({"temperature": τ, "top_k": k}, sweep)` where `sweep` lists every setting with its sample metrics.
     """
-    if metric in ("heldout_ce", "tf_recon_mse"):
+    if metric in TEACHER_FORCED_METRICS:
         raise ValueError(
             f"metric={metric!r} does not depend on the sampling setting (teacher-forced); choose by a sample metric "
             "such as 'fid' or 'kid'."
@@ -445,6 +448,7 @@ __all__ = [
     "free_running_samples",
     "kid",
     "SAMPLING_GRID",
+    "TEACHER_FORCED_METRICS",
     "select_sampling",
     "summarize",
     "teacher_forced_scores",
