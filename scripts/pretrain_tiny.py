@@ -407,6 +407,31 @@ def command_line(argv) -> str:
     return "python scripts/pretrain_tiny.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
+DECODER_ARGS = ("decoder_steps", "decoder_batch", "decoder_lr", "threads")
+
+
+def record_decoder_round(recipe: dict, stats: dict, args, command: str) -> None:
+    """
+    Record one `--decoder-only` round in `recipe`: the tokenizer's top-level stats and `args` become this round's,
+    and `image_tokenizer.decoder_rounds` keeps every round in order (the first entry is the build's own decoder
+    fine-tune), so a decoder refined twice is not mistaken for one trained once with the last round's settings.
+    """
+    tokenizer = recipe["image_tokenizer"]
+    rounds = tokenizer.get("decoder_rounds")
+    if rounds is None:  # the first refinement: keep what the full build (or an older recipe) recorded as round 1
+        first = {key: recipe["args"].get(key) for key in DECODER_ARGS}
+        first.update({key: value for key, value in tokenizer.items() if key.startswith("decoder_")})
+        first["test_reconstruction_mse_pm1"] = tokenizer.get("test_reconstruction_mse_pm1")
+        first["command"] = recipe.get("decoder_command", recipe.get("command"))
+        rounds = [first]
+    rounds.append({**{key: getattr(args, key) for key in DECODER_ARGS}, **stats, "command": command})
+    tokenizer.update(stats)
+    tokenizer["decoder_rounds"] = rounds
+    for key in DECODER_ARGS:
+        recipe["args"][key] = getattr(args, key)
+    recipe["decoder_command"] = command
+
+
 def refine_decoder(embedded, image_tokenizer_class, data_dir: str, weights_dir: str, args, argv, log) -> dict:
     """`--decoder-only`: fine-tune the shipped VQ's decoder on the same pool; the code ids, policy and classifiers
     stay as shipped (checked: the test split's ids before and after are equal)."""
@@ -427,10 +452,7 @@ def refine_decoder(embedded, image_tokenizer_class, data_dir: str, weights_dir: 
     stats["test_reconstruction_mse_pm1"] = (reconstruction - test_pixels).pow(2).mean().item()
     shutil.rmtree(tokenizer_dir)
     image_tokenizer.save_pretrained(tokenizer_dir)
-    recipe["image_tokenizer"].update(stats)
-    for key in ("decoder_steps", "decoder_batch", "decoder_lr", "threads"):
-        recipe["args"][key] = getattr(args, key)
-    recipe["decoder_command"] = command_line(argv)
+    record_decoder_round(recipe, stats, args, command_line(argv))
     with open(os.path.join(weights_dir, "recipe.json"), "w") as f:
         json.dump(recipe, f, indent=2, ensure_ascii=False)
     log(f"decoder: {stats}")

@@ -145,6 +145,8 @@ def test_decoder_only_keeps_codes_policy_and_classifiers(tmp_path, monkeypatch):
         refined = pretrain_tiny.main(common + ["--decoder-only", "--decoder-steps", "3", "--decoder-lr", "1e-2"])
         after = ImageTokenizerProcessor.from_pretrained(str(weights / "image_tokenizer"))
         ids_before, ids_after = before.encode(test_pixels), after.encode(test_pixels)
+        # a second round is appended to the history, not merged into the first
+        twice = pretrain_tiny.main(common + ["--decoder-only", "--decoder-steps", "1", "--decoder-lr", "1e-3"])
     finally:
         embedded._load_npz.cache_clear()
     assert torch.equal(ids_before, ids_after)  # integer code ids: the encoder and codebook were frozen
@@ -155,4 +157,11 @@ def test_decoder_only_keeps_codes_policy_and_classifiers(tmp_path, monkeypatch):
     assert refined["policy"] == recipe["policy"] and refined["reference_batch"] == recipe["reference_batch"]
     mse = (after.decode(ids_after) - test_pixels).pow(2).mean().item()
     torch.testing.assert_close(refined["image_tokenizer"]["test_reconstruction_mse_pm1"], mse, rtol=1e-4, atol=1e-7)
-    assert json.loads((weights / "recipe.json").read_text()) == refined
+    rounds = refined["image_tokenizer"]["decoder_rounds"]
+    assert [(r["decoder_steps"], r["decoder_lr"]) for r in rounds] == [(0, recipe["args"]["decoder_lr"]), (3, 1e-2)]
+    assert rounds[0]["test_reconstruction_mse_pm1"] == recipe["image_tokenizer"]["test_reconstruction_mse_pm1"]
+    assert rounds[1]["test_reconstruction_mse_pm1"] == refined["image_tokenizer"]["test_reconstruction_mse_pm1"]
+    assert twice["image_tokenizer"]["decoder_rounds"][:2] == rounds
+    assert [r["decoder_steps"] for r in twice["image_tokenizer"]["decoder_rounds"]] == [0, 3, 1]
+    assert twice["args"]["decoder_steps"] == 1 and "--decoder-steps 1" in twice["decoder_command"]
+    assert json.loads((weights / "recipe.json").read_text()) == twice
