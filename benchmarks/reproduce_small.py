@@ -8,7 +8,7 @@ Arms (same base policy, same optimizer steps, same images per step, same trainin
 
 - `base`: the shipped policy at τ = 1, no top-k (how VA-π and every trained arm are sampled too);
 - `base_tuned`: the same policy at its best sampling temperature / top-k, chosen by FID on the *validation* split
-  (`vapi_trl.evaluation.small_benchmark.select_sampling`), never on the test split: is VA-π more than a cheaper
+  over the grid the test frontier draws (`SAMPLING_SETTINGS`), never on the test split: is VA-π more than a cheaper
   temperature?
 - `ce_only`: teacher-forced cross-entropy on the ξ-corrupted context (VA-π's β term alone) with VA-π's optimizer
   (AdamW, same lr, betas, weight decay with transformers' exemptions, grad clip 1.0, constant schedule) and the same
@@ -74,9 +74,14 @@ DIAGNOSTIC_ARMS = ("ce_clean", "eval_forward")
 DEFAULT_ARMS = [arm for arm in ARMS if arm not in DIAGNOSTIC_ARMS]
 METRICS = ("fid", "kid", "precision", "recall", "class_accuracy", "heldout_ce", "tf_recon_mse")
 LOWER_IS_BETTER = ("fid", "kid", "heldout_ce", "tf_recon_mse")
-#: The base's sampling frontier drawn on the test split (the choice itself is made on validation).
+#: The base's sampling settings: swept on the validation split to choose `base_tuned`, and drawn on the test split
+#: as the precision–recall frontier. One grid for both, so whichever setting validation picks, the tuned base's first
+#: seed is a frontier point (same policy, split, seed and setting: the same samples) and is not sampled twice.
 FRONTIER_TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 FRONTIER_TOP_K = (32, 128)
+SAMPLING_SETTINGS: tuple[tuple[float, int], ...] = tuple(
+    [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
+)
 
 # One benchmark state per worker process, built once by `_init_worker`.
 _STATE: dict = {}
@@ -265,14 +270,12 @@ def _plan(args) -> list[dict]:
     no-top-k point is the base arm's first seed (same policy, split, seed and setting: the same samples), so it is
     not run twice.
     """
-    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID
-
     first_seed = args.seeds[0]
     jobs = []
     if "base_tuned" in args.arms:  # the validation sweep only serves the base_tuned choice
         jobs += [
             {"kind": "sampling", "split": "val", "seed": first_seed, "temperature": t, "top_k": k}
-            for t, k in SAMPLING_GRID
+            for t, k in SAMPLING_SETTINGS
         ]
     cost = {"vapi": 0, "ce_only": 1, "base": 2}
     trained = sorted((a for a in args.arms if a != "base_tuned"), key=lambda a: cost[ARMS[a]["kind"]])
@@ -291,7 +294,7 @@ def _plan(args) -> list[dict]:
 def _frontier_settings(args) -> list[tuple[float, int]]:
     if args.split != "test" or args.no_frontier:
         return []
-    return [(t, 0) for t in FRONTIER_TEMPERATURES] + [(1.0, k) for k in FRONTIER_TOP_K]
+    return list(SAMPLING_SETTINGS)
 
 
 def _tuned_runs(
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args_dict = {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
     _init_worker(args_dict)  # the main process scores the floor; workers build their own copy
-    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID, summarize
+    from vapi_trl.evaluation.small_benchmark import summarize
 
     results = {
         "settings": args_dict,
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
         if pool is not None:
             pool.shutdown()
     validation = [r for r in done if r["kind"] == "sampling" and r["split"] == "val"]
-    validation.sort(key=lambda r: SAMPLING_GRID.index((r["temperature"], r["top_k"])))
+    validation.sort(key=lambda r: SAMPLING_SETTINGS.index((r["temperature"], r["top_k"])))
     results["sampling_selection"] = {
         "chosen": chosen or None,
         "criterion": "lowest FID on the validation split, seed " + str(first_seed),

@@ -64,15 +64,13 @@ def test_reproduce_small_runs_every_kind_of_job_and_chooses_sampling_on_validati
     assert json.loads(path.read_text()) == json.loads(json.dumps(results))
     assert picture.stat().st_size > 10_000
     # The tuned base's setting is the lowest validation FID of the sweep; the test split never enters the choice.
-    from vapi_trl.evaluation.small_benchmark import SAMPLING_GRID
-
     selection = results["sampling_selection"]
-    assert [(r["temperature"], r["top_k"]) for r in selection["validation_sweep"]] == list(SAMPLING_GRID)
+    settings = list(reproduce_small.SAMPLING_SETTINGS)
+    assert [(r["temperature"], r["top_k"]) for r in selection["validation_sweep"]] == settings
     best = min(selection["validation_sweep"], key=lambda r: r["fid"])
     assert selection["chosen"] == {"temperature": best["temperature"], "top_k": best["top_k"]}
     assert results["arms"]["base_tuned"]["spec"]["sampling"] == selection["chosen"]
-    frontier = reproduce_small.FRONTIER_TEMPERATURES + reproduce_small.FRONTIER_TOP_K
-    assert len(results["frontier_test"]) == len(frontier)
+    assert [(r["temperature"], r["top_k"]) for r in results["frontier_test"]] == settings
     for metric in reproduce_small.METRICS:
         assert results["arms"]["vapi"]["summary"][metric]["n"] == 2
         assert results["arms"]["base_tuned"]["summary"][metric]["n"] == 2
@@ -80,6 +78,13 @@ def test_reproduce_small_runs_every_kind_of_job_and_chooses_sampling_on_validati
     # teacher-forced scores from the base (they ignore the sampling setting), each reuse on record.
     reused = results["reused"]
     assert any(line.startswith("frontier_test τ=1.0 top-k=0") for line in reused)
+    # Validation sweeps the frontier's own grid, so whatever it picks, the tuned base's first seed is that
+    # frontier point (the same samples) and only the other seeds are sampled.
+    chosen = (selection["chosen"]["temperature"], selection["chosen"]["top_k"])
+    point = next(r for r in results["frontier_test"] if (r["temperature"], r["top_k"]) == chosen)
+    assert f"arms.base_tuned seed 0: frontier_test τ={chosen[0]} top-k={chosen[1]}" in reused
+    assert results["arms"]["base_tuned"]["runs"][0]["fid"] == point["fid"]
+    assert results["arms"]["base_tuned"]["seconds"][0]["evaluate_s"] == 0.0
     for run, base in zip(results["arms"]["base_tuned"]["runs"], results["arms"]["base"]["runs"]):
         for metric in reproduce_small.TEACHER_FORCED_METRICS:
             assert run[metric] == base[metric]
