@@ -31,8 +31,7 @@ free-running), and the temperature/top-k frontier of the base on the test split,
 on which every arm is a point.
 
 Choosing the setting (steps, learning rate) is done on the validation split, `--split val`; the reported numbers
-come from `--split test`. Example (20.1 min on this project's 2-core CPU machine, the 9 default arms × 3 seeds,
-before validation swept the frontier's grid, which saves two evaluations):
+come from `--split test`. Example (17.7 min on this project's 2-core CPU machine, the 9 default arms × 3 seeds):
 
     python benchmarks/reproduce_small.py --workers 2 --json docs/results/small_benchmark.json \\
         --plot docs/results/small_benchmark.png

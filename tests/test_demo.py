@@ -21,6 +21,18 @@ def test_demo_settings_reject_bad_values():
         DemoSettings(steps=0)
 
 
+def test_fid_reading_states_the_measured_changes():
+    from vapi_trl.demo.run import fid_reading
+
+    worse = fid_reading(40.0, 42.0, 44.0)
+    assert "aligned vs base +4.00 FID (+10.0%)" in worse and "tuned base vs base +2.00 FID (+5.0%)" in worse
+    assert "is not lower than both" in worse and "docs/small_benchmark.md" in worse
+    # Lower than the base but not than the tuned base is still "not lower than both".
+    assert "is not lower than both" in fid_reading(40.0, 36.0, 38.0)
+    assert "aligned vs base -4.00 FID (-10.0%)" in fid_reading(40.0, 41.0, 36.0)
+    assert "is lower than both" in fid_reading(40.0, 41.0, 36.0)
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"

@@ -390,6 +390,27 @@ def _report(
     }
 
 
+def fid_reading(base_fid: float, tuned_fid: float, aligned_fid: float) -> str:
+    """
+    One sentence on what this run's FIDs say, and where the multi-seed answer is.
+
+    A single demo run (one seed, 1 000 samples) cannot separate a few FID points from noise, so the sentence states
+    the measured changes and points to the benchmark, which found no VA-π gain on this base (issue 15).
+    """
+
+    def change(fid: float) -> str:
+        relative = (fid - base_fid) / base_fid
+        return f"{fid - base_fid:+.2f} FID ({relative:+.1%})"
+
+    verdict = "lower" if aligned_fid < min(base_fid, tuned_fid) else "not lower"
+    return (
+        f"this run (one seed): aligned vs base {change(aligned_fid)}, tuned base vs base {change(tuned_fid)}; the "
+        f"aligned FID is {verdict} than both.\n"
+        "the 3-seed benchmark on this base found no VA-π gain, and a validation-chosen temperature does better: "
+        "docs/small_benchmark.md"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Base / temperature-tuned base / aligned / real-floor table of a demo report, for the terminal."""
     metrics = report["metrics"]
@@ -405,6 +426,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{shown}"
         )
     lines.append("base and aligned sampled at τ=1, no top-k; the tuned base at the validation-chosen setting.")
+    lines.append(fid_reading(metrics["before"]["fid"], metrics["tuned_base"]["fid"], metrics["after"]["fid"]))
     timings = report["timings"]
     lines.append(
         f"reward: {report['reward']}; train {timings['train_s']:.1f}s ({timings['train_step_s']:.2f}s/step), "
@@ -416,6 +438,7 @@ def format_report(report: dict[str, Any]) -> str:
 __all__ = [
     "DEMO_SAMPLING_GRID",
     "DemoSettings",
+    "fid_reading",
     "format_report",
     "grid_samples",
     "lpips_available",
