@@ -392,7 +392,7 @@ def _report(
 
 def fid_reading(base_fid: float, tuned_fid: float, aligned_fid: float) -> str:
     """
-    One sentence on what this run's FIDs say, and where the multi-seed answer is.
+    Two lines for the terminal: what this run's FIDs say, and where the multi-seed answer is.
 
     A single demo run (one seed, 1 000 samples) cannot separate a few FID points from noise, so the sentence states
     the measured changes and points to the benchmark, which found no VA-π gain on this base (issue 15).
